@@ -1,0 +1,120 @@
+"""Runtime statistics of the node and their diagnostic_msgs form."""
+import collections
+import threading
+import time
+
+import numpy as np
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+
+class RateMeter:
+    """Events per second over a sliding window."""
+
+    def __init__(self, window_s=5.0):
+        self._window_s = window_s
+        self._times = collections.deque()
+        self._lock = threading.Lock()
+
+    def tick(self, now=None):
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._times.append(now)
+            self._trim(now)
+
+    def rate(self, now=None):
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._trim(now)
+            if len(self._times) < 2:
+                return 0.0
+            span = max(now - self._times[0], 1e-9)
+            return (len(self._times) - 1) / span if span < self._window_s else len(self._times) / span
+
+    def _trim(self, now):
+        while self._times and now - self._times[0] > self._window_s:
+            self._times.popleft()
+
+
+class NodeStats:
+    """Counters and recent latencies shared by the subscription callbacks and the worker."""
+
+    def __init__(self, history=300):
+        self._lock = threading.Lock()
+        self.input_rate = RateMeter()
+        self.processed_rate = RateMeter()
+        self._latencies = collections.deque(maxlen=history)
+        self._inference = collections.deque(maxlen=history)
+        self.counters = collections.Counter()
+
+    def count(self, name, amount=1):
+        with self._lock:
+            self.counters[name] += amount
+
+    def record(self, latency_s, inference_s):
+        with self._lock:
+            self._latencies.append(latency_s)
+            self._inference.append(inference_s)
+
+    def latency_percentiles(self):
+        """(p50, p95) of stamp-to-publish latency in seconds, or (nan, nan) before any frame."""
+        with self._lock:
+            values = np.array(self._latencies, dtype=np.float64)
+        if values.size == 0:
+            return float("nan"), float("nan")
+        p50, p95 = np.percentile(values, [50, 95])
+        return float(p50), float(p95)
+
+    def mean_inference_s(self):
+        with self._lock:
+            return float(np.mean(self._inference)) if self._inference else float("nan")
+
+    def snapshot(self):
+        with self._lock:
+            return dict(self.counters)
+
+
+def _ms(seconds):
+    return "nan" if seconds != seconds else f"{seconds * 1000.0:.1f}"
+
+
+def diagnostic_array(stats, stamp, node_name, device, state, extra=None):
+    """One DiagnosticStatus with the node's rates, counts and latencies."""
+    counters = stats.snapshot()
+    p50, p95 = stats.latency_percentiles()
+    input_rate, processed_rate = stats.input_rate.rate(), stats.processed_rate.rate()
+    values = {
+        "state": state,
+        "device": device,
+        "input_rate_hz": f"{input_rate:.2f}",
+        "processed_rate_hz": f"{processed_rate:.2f}",
+        "frames_received": str(counters.get("received", 0)),
+        "frames_processed": str(counters.get("processed", 0)),
+        "frames_dropped": str(counters.get("dropped", 0)),
+        "frames_rejected": str(counters.get("rejected", 0)),
+        "frames_failed": str(counters.get("failed", 0)),
+        "latency_p50_ms": _ms(p50),
+        "latency_p95_ms": _ms(p95),
+        "inference_ms": _ms(stats.mean_inference_s()),
+        "debug_images_rendered": str(counters.get("overlays", 0)),
+        "depth_matched": str(counters.get("depth_matched", 0)),
+        "depth_unmatched": str(counters.get("depth_unmatched", 0)),
+    }
+    values.update(extra or {})
+    status = DiagnosticStatus(name=f"{node_name}: perception", hardware_id=device)
+    if counters.get("failed", 0) or counters.get("rejected", 0):
+        status.level = DiagnosticStatus.WARN
+        status.message = "some frames were rejected or failed; see the log"
+    elif state != "active":
+        status.level = DiagnosticStatus.WARN
+        status.message = f"node is {state}"
+    else:
+        status.level = DiagnosticStatus.OK
+        status.message = "ok"
+    status.values = [KeyValue(key=key, value=value) for key, value in values.items()]
+    return DiagnosticArray(header=_header(stamp), status=[status])
+
+
+def _header(stamp):
+    from std_msgs.msg import Header
+    return Header(stamp=stamp)

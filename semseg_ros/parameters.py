@@ -1,0 +1,151 @@
+"""The node's parameters: one table with defaults, descriptions, ranges and validation.
+
+Values given at start that are out of range or invalid make the node refuse to start with a message
+naming the parameter; at run time such a ``set_parameters`` call is refused with the same message.
+Model and QoS parameters take effect at the next configure (lifecycle cleanup + configure, or restart);
+thresholds and ``debug_image`` take effect on the next frame.
+"""
+import os
+import re
+from dataclasses import dataclass
+
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                SetParametersResult)
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
+
+
+@dataclass(frozen=True)
+class Spec:
+    default: object
+    description: str
+    low: object = None
+    high: object = None
+    choices: tuple = ()
+    dynamic: bool = False  # takes effect without reconfiguring
+
+
+SPECS = {
+    "model_config": Spec("", "Model config YAML; empty = the config of the weights (or the embedded "
+                             "default model)."),
+    "weights": Spec("", "Model checkpoint (.pt/.pth); empty = the embedded default tiny model."),
+    "device": Spec("cpu", "Inference device: cpu, cuda or cuda:N. CUDA asked for and absent is an "
+                          "error, never a silent CPU fallback."),
+    "num_threads": Spec(0, "torch CPU threads for inference; 0 = torch's default.", 0, 256),
+    "min_size": Spec(0, "Shorter side the image is resized to for the model; 0 = model config "
+                        "(INPUT.MIN_SIZE_TEST).", 0, 4096),
+    "max_size": Spec(0, "Cap on the longer side after resizing; 0 = model config "
+                        "(INPUT.MAX_SIZE_TEST).", 0, 8192),
+    "known_score_threshold": Spec(0.3, "Minimum score of a known-class detection to publish.",
+                                  0.0, 1.0, dynamic=True),
+    "unknown_score_threshold": Spec(0.3, "Minimum score of an unknown detection to publish.",
+                                    0.0, 1.0, dynamic=True),
+    "unknown_distance_threshold": Spec(-1.0, "Known detections whose cosine distance to the nearest "
+                                             "prototype exceeds this are published as unknown; "
+                                             "-1 = the model's own decision only.", -1.0, 2.0,
+                                       dynamic=True),
+    "image_qos.reliability": Spec("best_effort", "Reliability of the image/depth/camera_info "
+                                  "subscriptions.", choices=tuple(RELIABILITY)),
+    "image_qos.depth": Spec(2, "History depth of the input subscriptions.", 1, 1000),
+    "output_qos.reliability": Spec("reliable", "Reliability of the output publishers.",
+                                   choices=tuple(RELIABILITY)),
+    "output_qos.depth": Spec(5, "History depth of the output publishers.", 1, 1000),
+    "debug_image": Spec(True, "Publish ~/debug_image (rendered only while someone subscribes).",
+                        dynamic=True),
+    "process_every_frame": Spec(False, "Process every frame in order (bag evaluation) instead of "
+                                       "only the newest one."),
+    "queue_size": Spec(30, "Frames waiting in every-frame mode before the subscription is blocked.",
+                       1, 10000),
+    "use_depth": Spec(False, "Subscribe to depth + camera_info and publish ~/detections_3d."),
+    "sync_tolerance": Spec(0.02, "Largest stamp difference (s) between image and depth/camera_info "
+                                 "considered the same instant.", 0.0, 1.0),
+    "depth_min_points": Spec(10, "Valid depth pixels an instance needs for a 3D detection.", 1, 100000),
+    "diagnostics_period": Spec(1.0, "Seconds between /diagnostics messages.", 0.1, 60.0),
+    "autostart": Spec(True, "Configure and activate at start (set false to drive the lifecycle from "
+                            "a manager)."),
+}
+
+
+class ParameterError(ValueError):
+    """A parameter value that the node refuses."""
+
+
+def _type_name(value):
+    return {bool: "bool", int: "integer", float: "double", str: "string"}[type(value)]
+
+
+def descriptor(name, spec):
+    text = spec.description
+    if spec.choices:
+        text += f" One of: {', '.join(spec.choices)}."
+    if not spec.dynamic:
+        text += " Takes effect at the next configure."
+    desc = ParameterDescriptor(name=name, description=text)
+    if isinstance(spec.default, bool):
+        return desc
+    if isinstance(spec.default, int) and spec.low is not None:
+        desc.integer_range = [IntegerRange(from_value=spec.low, to_value=spec.high, step=1)]
+    elif isinstance(spec.default, float) and spec.low is not None:
+        desc.floating_point_range = [FloatingPointRange(from_value=spec.low, to_value=spec.high,
+                                                        step=0.0)]
+    return desc
+
+
+def validate(name, value):
+    """Raise ParameterError when ``value`` is not acceptable for parameter ``name``."""
+    spec = SPECS[name]
+    expected = type(spec.default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not expected:
+        raise ParameterError(f"parameter '{name}' must be a {_type_name(spec.default)}, "
+                             f"got {value!r}")
+    if spec.low is not None and not (spec.low <= value <= spec.high):
+        raise ParameterError(f"parameter '{name}' = {value} is outside [{spec.low}, {spec.high}]")
+    if spec.choices and value not in spec.choices:
+        raise ParameterError(f"parameter '{name}' = {value!r}; expected one of "
+                             f"{', '.join(spec.choices)}")
+    if name == "device" and not _DEVICE.match(value):
+        raise ParameterError(f"parameter 'device' = {value!r}; expected cpu, cuda or cuda:N")
+    if name in ("weights", "model_config") and value and not os.path.isfile(value):
+        raise ParameterError(f"parameter '{name}': file not found: {value}")
+    return value
+
+
+def declare_all(node):
+    """Declare every parameter on ``node`` and return the validated values as a dict.
+
+    rclpy itself rejects out-of-range overrides at declaration; that error is turned into a
+    ParameterError naming the parameter.
+    """
+    values = {}
+    for name, spec in SPECS.items():
+        try:
+            parameter = node.declare_parameter(name, spec.default, descriptor(name, spec))
+        except Exception as error:  # InvalidParameterValueException, InvalidParameterTypeException
+            raise ParameterError(f"parameter '{name}': {error}") from error
+        values[name] = validate(name, parameter.value)
+    return values
+
+
+def on_set_callback(values):
+    """A set-parameters callback that validates and, when all are valid, updates ``values``."""
+    def callback(parameters):
+        updates = {}
+        for parameter in parameters:
+            if parameter.name not in SPECS:
+                continue
+            try:
+                updates[parameter.name] = validate(parameter.name, parameter.value)
+            except ParameterError as error:
+                return SetParametersResult(successful=False, reason=str(error))
+        values.update(updates)
+        return SetParametersResult(successful=True)
+    return callback
+
+
+def qos_profile(values, prefix):
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=values[f"{prefix}.depth"],
+                      reliability=RELIABILITY[values[f"{prefix}.reliability"]])

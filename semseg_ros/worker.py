@@ -1,0 +1,107 @@
+"""Inference worker thread: latest-frame or every-frame scheduling (no ROS types here).
+
+Latest-frame mode keeps one slot: a new frame replaces a waiting one (the replaced frame is counted
+as dropped), and a frame is taken out of the slot before it is processed, so it is never run twice.
+Latency therefore stays bounded by about two inference times however fast the camera is.
+
+Every-frame mode keeps a bounded FIFO: when it is full, ``submit`` blocks the caller (back-pressure
+onto the subscription, and through reliable QoS onto the publisher) for up to ``block_timeout_s``;
+only if the queue stays full that long is the frame dropped and counted.
+"""
+import collections
+import threading
+import traceback
+
+
+class FrameWorker:
+    def __init__(self, process, every_frame=False, queue_size=30, block_timeout_s=10.0,
+                 on_error=None, name="semseg-inference"):
+        self._process = process
+        self._every_frame = bool(every_frame)
+        self._queue_size = max(1, int(queue_size))
+        self._block_timeout_s = float(block_timeout_s)
+        self._on_error = on_error
+        self._queue = collections.deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._busy = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.submitted = 0
+        self.processed = 0
+        self.dropped = 0
+        self.failed = 0
+
+    @property
+    def every_frame(self):
+        return self._every_frame
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def submit(self, frame):
+        """Hand a frame to the worker; returns False if it (or a waiting older one) was dropped."""
+        with self._cond:
+            if self._stopping:
+                return False
+            self.submitted += 1
+            if not self._every_frame:
+                replaced = bool(self._queue)
+                if replaced:
+                    self._queue.clear()
+                    self.dropped += 1
+                self._queue.append(frame)
+                self._cond.notify_all()
+                return not replaced
+            if len(self._queue) >= self._queue_size:
+                self._cond.wait_for(lambda: self._stopping or len(self._queue) < self._queue_size,
+                                    timeout=self._block_timeout_s)
+                if self._stopping or len(self._queue) >= self._queue_size:
+                    self.dropped += 1
+                    return False
+            self._queue.append(frame)
+            self._cond.notify_all()
+            return True
+
+    def pending(self):
+        with self._cond:
+            return len(self._queue) + (1 if self._busy else 0)
+
+    def wait_idle(self, timeout=None):
+        """Block until every submitted frame has been processed (or dropped)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._queue and not self._busy, timeout=timeout)
+
+    def stop(self, timeout=10.0):
+        """Stop after the frame in progress; frames still queued are discarded (not counted)."""
+        with self._cond:
+            self._stopping = True
+            self._queue.clear()
+            self._cond.notify_all()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self):
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._stopping or self._queue)
+                if self._stopping:
+                    return
+                frame = self._queue.popleft()
+                self._busy = True
+                self._cond.notify_all()  # room in the queue for a blocked submitter
+            try:
+                self._process(frame)
+                ok = True
+            except Exception as error:  # keep serving frames; report and count the failure
+                ok = False
+                if self._on_error is not None:
+                    self._on_error(error, traceback.format_exc())
+            with self._cond:
+                self._busy = False
+                if ok:
+                    self.processed += 1
+                else:
+                    self.failed += 1
+                self._cond.notify_all()
