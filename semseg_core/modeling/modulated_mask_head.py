@@ -1,0 +1,90 @@
+"""Class-semantics-modulated mask head (the authors' `ClsSemModMaskHead`).
+
+A conv tower turns 14x14 ROI features into a 28x28 map of MASK_EMB_DIM per-pixel embeddings; an MLP
+turns each instance's unit-norm class-semantics embedding into a bias-free dynamic 1x1 kernel, whose
+dot product with the map is the class-agnostic mask logit. The embedding is NOT detached: the mask
+loss trains the embedding encoder (and the box head) too.
+"""
+from typing import List, Optional
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchvision.ops import roi_align
+
+
+class ModulatedMaskHead(nn.Module):
+    def __init__(self, in_channels: int, conv_dim: int = 256, num_conv: int = 4, mask_emb_dim: int = 128,
+                 emd_dim: Optional[int] = None, loss_weight: float = 1.0):
+        super().__init__()
+        # The authors hard-wire the MLP input width to CONV_DIM (== EMD_DIM in their configs); we use
+        # EMD_DIM so any size works, which is the same layer shape whenever the two are equal.
+        emd_dim = conv_dim if emd_dim is None else emd_dim
+        self.num_conv = num_conv
+        channels = in_channels
+        for i in range(1, num_conv + 1):
+            setattr(self, f"mask_fcn{i}", nn.Conv2d(channels, conv_dim, 3, padding=1))
+            channels = conv_dim
+        self.deconv = nn.ConvTranspose2d(channels, conv_dim, 2, stride=2)
+        self.post_conv = nn.Conv2d(conv_dim, mask_emb_dim, 3, padding=1)
+        self.kernel_mlp = nn.Sequential(nn.Linear(emd_dim, conv_dim), nn.ReLU(inplace=True),
+                                        nn.Linear(conv_dim, mask_emb_dim))
+        for i in range(1, num_conv + 1):
+            self._msra_fill(getattr(self, f"mask_fcn{i}"))
+        self._msra_fill(self.deconv)
+        self._msra_fill(self.post_conv)
+        for layer in (self.kernel_mlp[0], self.kernel_mlp[2]):
+            nn.init.normal_(layer.weight, std=0.01)
+            nn.init.constant_(layer.bias, 0.0)
+        self.loss_weight = loss_weight
+
+    @staticmethod
+    def _msra_fill(layer: nn.Module) -> None:
+        nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+        nn.init.constant_(layer.bias, 0.0)
+
+    @classmethod
+    def from_config(cls, cfg, in_channels: int) -> "ModulatedMaskHead":
+        m = cfg.MODEL.ROI_MASK_HEAD
+        return cls(in_channels, m.CONV_DIM, m.NUM_CONV, m.MASK_EMB_DIM, cfg.MODEL.DML.EMD_DIM)
+
+    def mask_features(self, x: torch.Tensor) -> torch.Tensor:
+        """R x C x S x S pooled features -> R x MASK_EMB_DIM x 2S x 2S per-pixel embeddings."""
+        for i in range(1, self.num_conv + 1):
+            x = F.relu(getattr(self, f"mask_fcn{i}")(x))
+        x = F.relu(self.deconv(x))
+        return self.post_conv(x)  # no activation
+
+    def kernels(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """R x EMD_DIM unit-norm embeddings -> R x MASK_EMB_DIM dynamic 1x1 kernels (no bias)."""
+        return self.kernel_mlp(embeddings)
+
+    def forward(self, pooled: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        """-> mask logits R x 1 x 2S x 2S."""
+        if len(pooled) != len(embeddings):
+            raise ValueError(f"{len(pooled)} pooled ROIs but {len(embeddings)} embeddings")
+        feats = self.mask_features(pooled)
+        return torch.einsum("rchw,rc->rhw", feats, self.kernels(embeddings))[:, None]
+
+    def loss(self, mask_logits: torch.Tensor, boxes_per_image: List[torch.Tensor],
+             gt_masks_per_image: List[torch.Tensor]) -> dict:
+        """BCE-with-logits (mean over all pixels of all foreground ROIs) against GT bitmaps cropped
+        to each ROI box with aligned ROIAlign and binarised at 0.5 (detectron2 BitMasks.crop_and_resize).
+
+        boxes_per_image: foreground ROI boxes; gt_masks_per_image: their matched GT bitmaps (K_i x H x W)."""
+        size = mask_logits.shape[-1]
+        targets = [crop_and_resize(m, b, size) for m, b in zip(gt_masks_per_image, boxes_per_image) if len(b)]
+        if mask_logits.numel() == 0 or not targets:
+            return {"loss_mask": mask_logits.sum() * 0.0}
+        targets = torch.cat(targets).to(mask_logits.dtype)
+        loss = F.binary_cross_entropy_with_logits(mask_logits[:, 0], targets, reduction="mean")
+        return {"loss_mask": loss * self.loss_weight}
+
+
+def crop_and_resize(masks: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """K x H x W bitmaps (one per box), K x 4 boxes -> K x size x size bool, as detectron2 does."""
+    if len(masks) != len(boxes):
+        raise ValueError(f"{len(masks)} masks for {len(boxes)} boxes")
+    rois = torch.cat([torch.arange(len(boxes), device=boxes.device, dtype=boxes.dtype)[:, None], boxes], dim=1)
+    out = roi_align(masks[:, None].to(boxes.dtype), rois.to(boxes.dtype), (size, size), 1.0, 0, aligned=True)
+    return out[:, 0] >= 0.5

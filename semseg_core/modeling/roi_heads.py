@@ -1,0 +1,233 @@
+"""Open-set ROI heads (the authors' `OpensetROIHeads`): proposal sampling, 2xFC box head,
+class-agnostic box regression + IoU branch, class-semantics embedding, softmax classifier,
+modulated mask head, and the two-stage inference of METHOD.md 1.6."""
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchvision.ops import batched_nms, box_iou
+
+from ..constants import UNKNOWN_ID
+from .box_regression import Box2BoxTransform, clip_boxes
+from .classifier import SoftmaxClassifier
+from .matcher import Matcher, subsample_labels
+from .modulated_mask_head import ModulatedMaskHead
+from .poolers import ROIPooler
+from .prototypes import PrototypeEmbedding
+
+
+class BoxHead(nn.Module):
+    """Flatten, then fc1 + ReLU, fc2 + ReLU (FastRCNNConvFCHead with 0 convs, 2 FCs)."""
+
+    def __init__(self, in_channels: int, resolution: int, fc_dim: int = 1024, num_fc: int = 2):
+        super().__init__()
+        if num_fc < 1:
+            raise ValueError("the box head needs at least one FC layer (MODEL.ROI_BOX_HEAD.NUM_FC)")
+        self.num_fc = num_fc
+        dim = in_channels * resolution * resolution
+        for i in range(1, num_fc + 1):
+            fc = nn.Linear(dim, fc_dim)
+            nn.init.kaiming_uniform_(fc.weight, a=1)  # detectron2 c2_xavier_fill
+            nn.init.constant_(fc.bias, 0.0)
+            setattr(self, f"fc{i}", fc)
+            dim = fc_dim
+        self.out_dim = fc_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)
+        for i in range(1, self.num_fc + 1):
+            x = F.relu(getattr(self, f"fc{i}")(x))
+        return x
+
+
+class BoxPredictor(nn.Module):
+    """Class-agnostic box deltas (4) and an IoU logit (1) from the box feature."""
+
+    def __init__(self, in_dim: int):
+        super().__init__()
+        self.bbox_pred = nn.Linear(in_dim, 4)
+        self.iou_pred = nn.Linear(in_dim, 1)
+        nn.init.normal_(self.bbox_pred.weight, std=0.001)
+        nn.init.normal_(self.iou_pred.weight, std=0.01)
+        nn.init.constant_(self.bbox_pred.bias, 0.0)
+        nn.init.constant_(self.iou_pred.bias, 0.0)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self.bbox_pred(x), self.iou_pred(x)[:, 0]
+
+
+class OpenSetROIHeads(nn.Module):
+    def __init__(self, box_pooler: ROIPooler, box_head: BoxHead, box_predictor: BoxPredictor,
+                 embedding: PrototypeEmbedding, classifier: SoftmaxClassifier,
+                 mask_pooler: Optional[ROIPooler] = None, mask_head: Optional[ModulatedMaskHead] = None,
+                 in_features=("p2", "p3", "p4", "p5"), iou_thresholds=(0.5,), iou_labels=(0, 1),
+                 batch_size_per_image: int = 512, positive_fraction: float = 0.25, proposal_append_gt: bool = True,
+                 bbox_reg_weights=(10.0, 10.0, 5.0, 5.0), smooth_l1_beta: float = 0.0,
+                 box_reg_loss_weight: float = 2.0, iou_loss_weight: float = 1.0,
+                 obj_score_thresh: float = 0.05, first_stage_nms_thresh: float = 1.0,
+                 detections_per_image: int = 1000, mean_type: str = "geometric"):
+        super().__init__()
+        if (mask_pooler is None) != (mask_head is None):
+            raise ValueError("mask_pooler and mask_head go together")
+        if mean_type not in ("geometric", "arithmetic"):
+            raise ValueError(f"mean_type must be 'geometric' or 'arithmetic', got {mean_type!r}")
+        self.box_pooler = box_pooler
+        self.box_head = box_head
+        self.box_predictor = box_predictor
+        self.embedding = embedding
+        self.classifier = classifier
+        self.mask_pooler = mask_pooler
+        self.mask_head = mask_head
+        self.in_features = list(in_features)
+        self.num_classes = embedding.num_classes
+        self.proposal_matcher = Matcher(list(iou_thresholds), list(iou_labels), allow_low_quality_matches=False)
+        self.batch_size_per_image = batch_size_per_image
+        self.positive_fraction = positive_fraction
+        self.proposal_append_gt = proposal_append_gt
+        self.box2box = Box2BoxTransform(bbox_reg_weights)
+        self.smooth_l1_beta = smooth_l1_beta
+        self.box_reg_loss_weight = box_reg_loss_weight
+        self.iou_loss_weight = iou_loss_weight
+        self.obj_score_thresh = obj_score_thresh
+        self.first_stage_nms_thresh = first_stage_nms_thresh
+        self.detections_per_image = detections_per_image
+        self.mean_type = mean_type
+
+    @property
+    def mask_on(self) -> bool:
+        return self.mask_head is not None
+
+    @classmethod
+    def from_config(cls, cfg, in_channels: int) -> "OpenSetROIHeads":
+        rh, bh, mh = cfg.MODEL.ROI_HEADS, cfg.MODEL.ROI_BOX_HEAD, cfg.MODEL.ROI_MASK_HEAD
+        for name, node in (("ROI_BOX_HEAD", bh), ("ROI_MASK_HEAD", mh)):
+            if node.POOLER_TYPE not in ("ROIAlignV2", "ROIAlign"):
+                raise ValueError(f"MODEL.{name}.POOLER_TYPE must be ROIAlignV2 or ROIAlign, got {node.POOLER_TYPE!r}")
+        if not bh.CLS_AGNOSTIC_BBOX_REG or not mh.CLS_AGNOSTIC_MASK:
+            raise ValueError("SemSeg box regression and masks are class-agnostic (CLS_AGNOSTIC_* must be true)")
+        strides = [2 ** int(name[1:]) for name in rh.IN_FEATURES]
+        box_pooler = ROIPooler(bh.POOLER_RESOLUTION, strides, bh.POOLER_SAMPLING_RATIO, bh.POOLER_TYPE == "ROIAlignV2")
+        box_head = BoxHead(in_channels, bh.POOLER_RESOLUTION, bh.FC_DIM, bh.NUM_FC)
+        mask_pooler = mask_head = None
+        if cfg.MODEL.MASK_ON:
+            mask_pooler = ROIPooler(mh.POOLER_RESOLUTION, strides, mh.POOLER_SAMPLING_RATIO,
+                                    mh.POOLER_TYPE == "ROIAlignV2")
+            mask_head = ModulatedMaskHead.from_config(cfg, in_channels)
+            mask_head.loss_weight = mh.LOSS_WEIGHT
+        return cls(box_pooler, box_head, BoxPredictor(box_head.out_dim),
+                   PrototypeEmbedding.from_config(cfg, box_head.out_dim),
+                   SoftmaxClassifier.from_config(cfg, box_head.out_dim),
+                   mask_pooler, mask_head, rh.IN_FEATURES, rh.IOU_THRESHOLDS, rh.IOU_LABELS,
+                   rh.BATCH_SIZE_PER_IMAGE, rh.POSITIVE_FRACTION, rh.PROPOSAL_APPEND_GT,
+                   bh.BBOX_REG_WEIGHTS, bh.SMOOTH_L1_BETA, bh.BBOX_REG_LOSS_WEIGHT, bh.IOU_REG_LOSS_WEIGHT,
+                   rh.OBJ_SCORE_THRESH_TEST, rh.NMS_THRESH_TEST, cfg.TEST.DETECTIONS_PER_IMAGE)
+
+    # ---- training ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample_proposals(self, proposal_boxes: torch.Tensor, gt_boxes: torch.Tensor, gt_classes: torch.Tensor):
+        """-> dict of sampled ROIs (fg first): boxes, gt_classes (K = background), gt_boxes, gt_index, ious."""
+        if self.proposal_append_gt and len(gt_boxes):
+            proposal_boxes = torch.cat([proposal_boxes, gt_boxes.to(proposal_boxes.dtype)])
+        bg = self.num_classes
+        if len(gt_boxes):
+            iou = box_iou(gt_boxes, proposal_boxes)
+            matched_idx, labels = self.proposal_matcher(iou)
+            ious = iou.max(dim=0).values
+            classes = gt_classes[matched_idx].clone()
+            classes[labels == 0] = bg
+            classes[labels == -1] = -1
+            matched_boxes = gt_boxes[matched_idx]
+        else:
+            matched_idx = torch.zeros(len(proposal_boxes), dtype=torch.int64, device=proposal_boxes.device)
+            ious = proposal_boxes.new_zeros(len(proposal_boxes))
+            classes = torch.full_like(matched_idx, bg)
+            matched_boxes = torch.zeros_like(proposal_boxes)
+        fg_idx, bg_idx = subsample_labels(classes, self.batch_size_per_image, self.positive_fraction, bg)
+        idx = torch.cat([fg_idx, bg_idx])
+        return {"boxes": proposal_boxes[idx], "gt_classes": classes[idx], "gt_boxes": matched_boxes[idx],
+                "gt_index": matched_idx[idx], "ious": ious[idx]}
+
+    def forward_train(self, features: List[torch.Tensor], proposals, targets) -> Dict[str, torch.Tensor]:
+        samples = [self.sample_proposals(p[0], t["boxes"], t["classes"]) for p, t in zip(proposals, targets)]
+        boxes = [s["boxes"] for s in samples]
+        gt_classes = torch.cat([s["gt_classes"] for s in samples])
+        gt_boxes = torch.cat([s["gt_boxes"] for s in samples])
+        ious = torch.cat([s["ious"] for s in samples])
+        rois = torch.cat(boxes)
+        num_rois = max(1, len(rois))
+
+        feats = self.box_head(self.box_pooler(features, boxes))
+        deltas, iou_logits = self.box_predictor(feats)
+        fg = (gt_classes >= 0) & (gt_classes < self.num_classes)
+        target_deltas = self.box2box.get_deltas(rois[fg], gt_boxes[fg])
+        if self.smooth_l1_beta > 0:
+            reg = F.smooth_l1_loss(deltas[fg], target_deltas, beta=self.smooth_l1_beta, reduction="sum")
+        else:
+            reg = F.l1_loss(deltas[fg], target_deltas, reduction="sum")
+        iou_l1 = F.l1_loss(torch.sigmoid(iou_logits[fg]), ious[fg], reduction="sum")
+        losses = {
+            "loss_box_reg": reg / num_rois * self.box_reg_loss_weight,
+            "loss_iou": iou_l1 / num_rois * self.iou_loss_weight,
+        }
+        embeddings, decoded = self.embedding(feats)
+        losses.update(self.embedding.loss(embeddings, gt_classes, ious, num_rois))
+        losses.update(self.classifier.loss(self.classifier(decoded), gt_classes))
+        if self.mask_on:
+            fg_boxes, fg_masks = [], []
+            for s, t in zip(samples, targets):
+                keep = (s["gt_classes"] >= 0) & (s["gt_classes"] < self.num_classes)
+                fg_boxes.append(s["boxes"][keep])
+                fg_masks.append(t["masks"][s["gt_index"][keep]])
+            mask_logits = self.mask_head(self.mask_pooler(features, fg_boxes), embeddings[fg])
+            losses.update(self.mask_head.loss(mask_logits, fg_boxes, fg_masks))
+        return losses
+
+    # ---- inference --------------------------------------------------------------------------
+    @torch.no_grad()
+    def forward_test(self, features: List[torch.Tensor], proposals, image_sizes) -> List[Dict[str, torch.Tensor]]:
+        boxes_in = [p[0] for p in proposals]
+        feats = self.box_head(self.box_pooler(features, boxes_in))
+        deltas, iou_logits = self.box_predictor(feats)
+        counts = [len(b) for b in boxes_in]
+        results = []
+        for (proposal_boxes, ctr), f, d, il, (h, w) in zip(
+                proposals, feats.split(counts), deltas.split(counts), iou_logits.split(counts), image_sizes):
+            results.append(self._infer_image(proposal_boxes, ctr, f, d, il, h, w))
+        if self.mask_on:
+            pooled = self.mask_pooler(features, [r["boxes"] for r in results])
+            emb = torch.cat([r["embeddings"] for r in results])
+            probs = torch.sigmoid(self.mask_head(pooled, emb))
+            for r, p in zip(results, probs.split([len(r["boxes"]) for r in results])):
+                r["mask_probs"] = p
+        return results
+
+    def _infer_image(self, proposal_boxes, ctr, feats, deltas, iou_logits, height, width):
+        # Stage 1: refined class-agnostic boxes scored by objectness s = mean(iou_pred, centerness).
+        boxes = clip_boxes(self.box2box.apply_deltas(deltas, proposal_boxes), height, width)
+        iou = torch.sigmoid(iou_logits)
+        scores = torch.sqrt(iou * ctr) if self.mean_type == "geometric" else (iou + ctr) / 2
+        valid = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores) & (scores > self.obj_score_thresh)
+        rows = torch.nonzero(valid, as_tuple=True)[0]
+        if self.first_stage_nms_thresh < 1.0:
+            order = batched_nms(boxes[rows], scores[rows], torch.zeros_like(rows), self.first_stage_nms_thresh)
+        else:  # NMS at 1.0 suppresses nothing: it only sorts by score
+            order = torch.argsort(scores[rows], descending=True, stable=True)
+        rows = rows[order[: self.detections_per_image]]
+        boxes, scores, feats = boxes[rows], scores[rows], feats[rows]
+        # Stage 2: embedding distance decides unknown; the softmax decides the known class.
+        embeddings, decoded = self.embedding(feats)
+        d_min, _ = self.embedding.min_distance(embeddings)
+        unknown = self.embedding.is_unknown(d_min)
+        keep, final_scores, classes, is_unknown = self.classifier.select(boxes, scores, self.classifier(decoded), unknown)
+        classes = torch.where(is_unknown, torch.full_like(classes, UNKNOWN_ID), classes)
+        return {"boxes": boxes[keep], "scores": final_scores, "classes": classes.to(torch.int64),
+                "unknown_scores": d_min[keep], "embeddings": embeddings[keep]}
+
+    def forward(self, features: Dict[str, torch.Tensor], proposals, image_sizes, targets=None):
+        feats = [features[name] for name in self.in_features]
+        if self.training:
+            if targets is None:
+                raise ValueError("OpenSetROIHeads in training mode needs targets")
+            return self.forward_train(feats, proposals, targets)
+        return self.forward_test(feats, proposals, image_sizes)
