@@ -149,6 +149,16 @@ _C.DATASETS.TEST = ("coco_2017_val",)
 _C.DATASETS.ROOT = "./datasets"  # [ours] dataset root (the authors use $DETECTRON2_DATASETS, default ./datasets)
 # [ours] known class names in row order (= ascending dataset category id); the authors hard-code these lists.
 _C.DATASETS.KNOWN_CLASSES = COCO_VOC_KNOWN_CLASSES
+# [ours] synthetic open-set scenes under ROOT/synthetic/{train,test}, generated on first use if missing/different
+_C.DATASETS.SYNTHETIC = CfgNode()
+_C.DATASETS.SYNTHETIC.TRAIN_IMAGES = 2000  # images in synthetic_train (known objects only)
+_C.DATASETS.SYNTHETIC.TEST_IMAGES = 200  # images in synthetic_test
+_C.DATASETS.SYNTHETIC.TRAIN_SEED = 0
+_C.DATASETS.SYNTHETIC.TEST_SEED = 1  # another seed than training: held-out scenes
+_C.DATASETS.SYNTHETIC.TEST_OPENNESS = 0.5  # expected share of unknown objects per test image
+_C.DATASETS.SYNTHETIC.IMAGE_SIZE = 256  # square image side
+_C.DATASETS.SYNTHETIC.KNOWN_FAMILIES = ("box", "disc", "triangle", "ring", "star", "cross")
+_C.DATASETS.SYNTHETIC.UNKNOWN_FAMILIES = ("crescent", "l_shape", "arrow", "heart")  # test images only
 
 # ------------------------------------------------------------------------------------------------------------
 # DATALOADER
