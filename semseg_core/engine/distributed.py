@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 PROCESS_GROUP_TIMEOUT = datetime.timedelta(hours=2)
 
 _LOCAL_RANK = 0
+_LOCAL_WORLD_SIZE = 1
 
 
 def is_distributed() -> bool:
@@ -42,6 +43,11 @@ def get_world_size() -> int:
 
 def get_local_rank() -> int:
     return _LOCAL_RANK
+
+
+def get_local_world_size() -> int:
+    """Processes of this job on this machine (to share the CPU cores between them)."""
+    return _LOCAL_WORLD_SIZE
 
 
 def is_main_process() -> bool:
@@ -95,12 +101,13 @@ def broadcast_int(value: int, src: int = 0) -> int:
 
 def init_from_env(backend: str) -> bool:
     """Join the process group described by torchrun's environment variables. False when none is set."""
-    global _LOCAL_RANK
+    global _LOCAL_RANK, _LOCAL_WORLD_SIZE
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return False
     if is_distributed():
         return True
     _LOCAL_RANK = int(os.environ.get("LOCAL_RANK", 0))
+    _LOCAL_WORLD_SIZE = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
     if backend == "nccl":
         torch.cuda.set_device(_LOCAL_RANK)
     dist.init_process_group(backend=backend, init_method="env://", timeout=PROCESS_GROUP_TIMEOUT)
@@ -124,8 +131,9 @@ def _worker(
     backend: str,
     args: Sequence,
 ) -> None:
-    global _LOCAL_RANK
+    global _LOCAL_RANK, _LOCAL_WORLD_SIZE
     _LOCAL_RANK = local_rank
+    _LOCAL_WORLD_SIZE = num_procs_per_machine
     if backend == "nccl":
         if local_rank >= torch.cuda.device_count():
             raise RuntimeError(
