@@ -11,6 +11,7 @@ byte-identical images and json.
 import argparse
 import json
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -212,6 +213,10 @@ def generate_dataset(
         "split": split,
         "seed": int(seed),
         "openness": float(openness),
+        "num_images": int(num_images),
+        "image_size": [height, width],
+        "min_objects": int(min_objects),
+        "max_objects": int(max_objects),
         "known_families": list(known_families),
         "unknown_families": list(unknown_families),
     }
@@ -222,6 +227,62 @@ def generate_dataset(
         json.dump(doc, f)
     os.replace(tmp_path, json_path)  # a crashed run never leaves a half-written json behind
     return json_path
+
+
+def _synthetic_request(cfg, split: str) -> Dict:
+    syn = cfg.DATASETS.SYNTHETIC
+    train = split == "train"
+    return {
+        "split": split,
+        "seed": int(syn.TRAIN_SEED if train else syn.TEST_SEED),
+        "openness": 0.0 if train else float(syn.TEST_OPENNESS),
+        "num_images": int(syn.TRAIN_IMAGES if train else syn.TEST_IMAGES),
+        "image_size": [int(syn.IMAGE_SIZE), int(syn.IMAGE_SIZE)],
+        "known_families": list(syn.KNOWN_FAMILIES),
+        "unknown_families": list(syn.UNKNOWN_FAMILIES),
+    }
+
+
+def _existing_info(json_path: str) -> Optional[Dict]:
+    try:
+        with open(json_path, "r") as f:
+            return json.load(f).get("info", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def ensure_synthetic_dataset(cfg, names: Sequence[str] = ("synthetic_train", "synthetic_test"),
+                             progress: bool = True) -> List[str]:
+    """Generate ``DATASETS.ROOT/synthetic/{train,test}`` as ``DATASETS.SYNTHETIC.*`` asks, unless already there.
+
+    A folder made with other parameters is regenerated. Generation goes to a temporary folder that is renamed
+    into place, so concurrent callers (e.g. several DDP ranks) never see a half-written dataset.
+    Returns the annotation json paths.
+    """
+    paths = []
+    for name in names:
+        if not name.startswith("synthetic_") or name[len("synthetic_"):] not in _SPLIT_CODE:
+            raise ValueError(f"not a synthetic dataset name: {name!r} (synthetic_train or synthetic_test)")
+        split = name[len("synthetic_"):]
+        out_dir = os.path.join(cfg.DATASETS.ROOT, "synthetic", split)
+        json_path = os.path.join(out_dir, "annotations.json")
+        want = _synthetic_request(cfg, split)
+        info = _existing_info(json_path) if os.path.isfile(json_path) else None
+        if info is not None and all(info.get(k) == v for k, v in want.items()):
+            paths.append(json_path)
+            continue
+        tmp_dir = f"{out_dir}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        generate_dataset(tmp_dir, want["num_images"], want["seed"], want["known_families"],
+                         want["unknown_families"], want["openness"], want["image_size"], split, progress=progress)
+        if _existing_info(json_path) != _existing_info(os.path.join(tmp_dir, "annotations.json")):
+            shutil.rmtree(out_dir, ignore_errors=True)  # stale parameters (or another process is just done)
+        try:
+            os.replace(tmp_dir, out_dir)
+        except OSError:  # another process renamed an identical dataset into place first
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+        paths.append(json_path)
+    return paths
 
 
 def _family_list(text: str) -> Tuple[str, ...]:
