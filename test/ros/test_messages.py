@@ -1,0 +1,109 @@
+"""Result -> messages, node-side thresholds and the debug overlay (no DDS traffic)."""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from std_msgs.msg import Header
+
+from semseg_ros import messages
+from semseg_ros.depth import Box3D
+from semseg_ros.image_codec import image_msg_to_numpy
+from semseg_ros.overlay import draw_overlay
+from semseg_ros.result_filter import filter_result, label_image_from_masks
+
+
+@dataclass
+class FakeResult:  # the Result contract's fields (CONTRACTS.md), for pure-function tests
+    boxes: np.ndarray
+    scores: np.ndarray
+    class_ids: np.ndarray
+    class_names: list
+    is_known: np.ndarray
+    unknown_scores: np.ndarray
+    masks: np.ndarray
+    label_image: np.ndarray
+    inference_time_s: float = 0.01
+    extra: dict = field(default_factory=dict)
+
+
+def _result():
+    masks = np.zeros((3, 40, 60), bool)
+    masks[0, 5:20, 5:30] = True
+    masks[1, 10:30, 20:50] = True   # overlaps instance 0, which scores higher
+    masks[2, 30:38, 2:10] = True
+    boxes = np.array([[5, 5, 30, 20], [20, 10, 50, 30], [2, 30, 10, 38]], np.float32)
+    return FakeResult(boxes=boxes, scores=np.array([0.9, 0.6, 0.2], np.float32),
+                      class_ids=np.array([2, 1000, 0]), class_names=["ring", "unknown", "box"],
+                      is_known=np.array([True, False, True]),
+                      unknown_scores=np.array([0.01, 0.5, 0.3], np.float32), masks=masks,
+                      label_image=label_image_from_masks(masks, 40, 60))
+
+
+def test_label_image_higher_score_wins_overlaps():
+    result = _result()
+    assert result.label_image[15, 25] == 1 and result.label_image[25, 40] == 2
+    assert set(np.unique(result.label_image)) == {0, 1, 2, 3}
+
+
+def test_detections_carry_header_names_and_label_ids():
+    result = _result()
+    header = Header(frame_id="camera_optical")
+    header.stamp.sec, header.stamp.nanosec = 12, 345
+    array = messages.detection2d_array(result, header)
+    assert array.header == header and len(array.detections) == 3
+    first = array.detections[1]
+    assert first.header == header and first.id == "2"
+    assert first.results[0].hypothesis.class_id == "unknown"
+    assert abs(first.results[0].hypothesis.score - 0.6) < 1e-6
+    assert (first.bbox.center.position.x, first.bbox.center.position.y) == (35.0, 20.0)
+    assert (first.bbox.size_x, first.bbox.size_y) == (30.0, 20.0)
+    mask_msg = messages.instance_mask_image(result.label_image, header)
+    assert mask_msg.encoding == "mono16" and mask_msg.header == header
+    np.testing.assert_array_equal(image_msg_to_numpy(mask_msg)[0], result.label_image)
+
+
+def test_label_info_maps_known_indices_and_unknown():
+    info = messages.label_info(["box", "disc"], Header(), 0.3)
+    assert [(c.class_id, c.class_name) for c in info.class_map] == [
+        (0, "box"), (1, "disc"), (1000, "unknown")]
+
+
+def test_detection3d_uses_instance_ids():
+    result = _result()
+    boxes = [Box3D(3, np.array([0.1, 0.2, 2.0]), np.array([0.3, 0.2, 0.01]), 50)]
+    array = messages.detection3d_array(result, boxes, Header(frame_id="cam"))
+    (detection,) = array.detections
+    assert detection.id == "3" and detection.results[0].hypothesis.class_id == "box"
+    assert detection.bbox.center.position.z == 2.0 and detection.bbox.size.x == 0.3
+
+
+def test_filter_removes_low_scores_and_rebuilds_the_label_image():
+    result = filter_result(_result(), known_min_score=0.5, unknown_min_score=0.7)
+    assert result.class_names == ["ring"]
+    assert set(np.unique(result.label_image)) == {0, 1}
+    # instance 1 kept, its pixels unchanged
+    np.testing.assert_array_equal(result.label_image == 1, _result().masks[0])
+
+
+def test_filter_keeps_everything_when_thresholds_allow():
+    original = _result()
+    assert filter_result(original, 0.0, 0.0) is original
+
+
+def test_unknown_distance_relabels_far_knowns():
+    result = filter_result(_result(), 0.0, 0.0, unknown_distance=0.1)
+    assert result.class_names == ["ring", "unknown", "unknown"]
+    assert list(result.class_ids) == [2, 1000, 1000]
+    np.testing.assert_array_equal(result.label_image, _result().label_image)
+
+
+def test_overlay_draws_known_and_unknown_differently():
+    result = _result()
+    image = np.zeros((40, 60, 3), np.uint8)
+    overlay = draw_overlay(image, result)
+    assert overlay.shape == image.shape and not np.shares_memory(overlay, image)
+    assert image.max() == 0                                  # input untouched
+    known_pixels = overlay[12:18, 8:12]                     # inside instance 1 away from text
+    assert known_pixels.any()
+    unknown_region = overlay[22:29, 32:48]                   # hatched: some pixels stay dark
+    assert unknown_region.any() and (unknown_region.sum(axis=2) == 0).any()
