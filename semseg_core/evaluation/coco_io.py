@@ -15,10 +15,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from pycocotools import mask as mask_utils
 
-try:
-    from semseg_core.constants import UNKNOWN_ID
-except ImportError:  # semseg_core/constants.py is created by the model part; same value (CONTRACTS.md)
-    UNKNOWN_ID = 1000
+from semseg_core.constants import UNKNOWN_ID
 
 
 class CocoFormatError(ValueError):
