@@ -75,6 +75,15 @@ def open_reader(path) -> Iterator[Reader]:
         reader.close()
 
 
+def custom_data(path) -> Dict[str, str]:
+    """The bag's metadata ``custom_data`` map (empty when absent)."""
+    import yaml
+
+    with open(Path(path) / "metadata.yaml") as f:
+        info = (yaml.safe_load(f) or {}).get("rosbag2_bagfile_information", {})
+    return dict(info.get("custom_data") or {})
+
+
 def connections_for(reader: Reader, topics: Iterable[str]) -> Dict[str, list]:
     """topic -> connections, for each requested topic; BagError naming the missing topic otherwise."""
     found: Dict[str, list] = {}

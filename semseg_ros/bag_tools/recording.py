@@ -1,0 +1,107 @@
+"""What `replay` records and `score` reads: the layout of an output bag.
+
+The recording holds the node's outputs exactly as received (raw CDR, log time = receipt time, wall
+clock ns) plus one ``std_msgs/Header`` per replayed input frame on `SENT_TOPIC` (header stamp = the
+frame's stamp, log time = when it was published), so latency needs no clock shared with the bag.
+``custom_data`` names the input bag and the topics, so `score` needs only the recording's path.
+"""
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from semseg_ros.bag_tools.bag_io import RELIABLE_QOS, BagError, custom_data, iter_messages, open_reader, open_writer
+from semseg_ros.bag_tools.typestore import HEADER_TYPE, bag_typestore
+
+SENT_TOPIC = "/semseg_replay/sent"
+
+
+def header_stamp_ns(msg) -> int:
+    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+
+
+@dataclass
+class Output:
+    stamp_ns: int
+    receipt_ns: int
+    raw: bytes
+
+
+@dataclass
+class Recording:
+    path: Path
+    custom: Dict[str, str]
+    sent_ns: Dict[int, int] = field(default_factory=dict)        # frame stamp -> publish time
+    detections: Dict[int, Output] = field(default_factory=dict)  # frame stamp -> first answer
+    masks: Dict[int, Output] = field(default_factory=dict)
+    duplicates: int = 0                                           # answers seen twice for one stamp
+
+    @property
+    def input_bag(self) -> Optional[str]:
+        return self.custom.get("input_bag")
+
+
+class RecordingWriter:
+    """Writes a recording: `sent` marks per input frame and raw outputs per topic (thread-safe use is
+    the caller's job; replay writes from one thread)."""
+
+    def __init__(self, path, storage: str, topics: Dict[str, str], custom: Dict[str, str]):
+        """``topics``: output topic -> message type; ``custom`` must name detections_topic and
+        instance_mask_topic (score reads them back)."""
+        self.store = bag_typestore()
+        self.writer = open_writer(path, storage, custom)
+        self.sent_connection = self.writer.add_connection(SENT_TOPIC, HEADER_TYPE, typestore=self.store,
+                                                          offered_qos_profiles=[RELIABLE_QOS])
+        self.connections = {topic: self.writer.add_connection(topic, msgtype, typestore=self.store,
+                                                              offered_qos_profiles=[RELIABLE_QOS])
+                            for topic, msgtype in topics.items()}
+
+    def write_sent(self, stamp_ns: int, sent_ns: int, frame_id: str = "") -> None:
+        Header = self.store.types[HEADER_TYPE]
+        Time = self.store.types["builtin_interfaces/msg/Time"]
+        header = Header(stamp=Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000),
+                        frame_id=frame_id)
+        self.writer.write(self.sent_connection, sent_ns, self.store.serialize_cdr(header, HEADER_TYPE))
+
+    def write_output(self, topic: str, raw: bytes, receipt_ns: int) -> None:
+        self.writer.write(self.connections[topic], receipt_ns, raw)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def load_recording(path, detections_topic: Optional[str] = None,
+                   instance_mask_topic: Optional[str] = None) -> Recording:
+    """Index a recording by frame stamp; topics default to the ones `replay` noted in it."""
+    store = bag_typestore()
+    with open_reader(path) as reader:
+        custom = custom_data(path)
+        det_topic = detections_topic or custom.get("detections_topic")
+        mask_topic = instance_mask_topic or custom.get("instance_mask_topic")
+        if not det_topic or not mask_topic:
+            raise BagError(f"recording {path} does not name its output topics; pass the detections and "
+                           f"instance mask topics explicitly")
+        topics = {c.topic for c in reader.connections}
+        for topic in (det_topic, mask_topic):
+            if topic not in topics:
+                raise BagError(f"recording {path} has no topic {topic!r} (topics in it: "
+                               f"{', '.join(sorted(topics)) or 'none'})")
+        recording = Recording(Path(path), custom)
+        wanted = [c for c in reader.connections if c.topic in (det_topic, mask_topic, SENT_TOPIC)]
+        for connection, log_time, raw in iter_messages(reader, wanted):
+            if connection.topic == SENT_TOPIC:
+                header = store.deserialize_cdr(raw, "std_msgs/msg/Header")
+                stamp = int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+                recording.sent_ns.setdefault(stamp, log_time)
+                continue
+            msg = store.deserialize_cdr(raw, connection.msgtype)
+            target = recording.detections if connection.topic == det_topic else recording.masks
+            stamp = header_stamp_ns(msg)
+            if stamp in target:
+                recording.duplicates += 1
+                continue
+            target[stamp] = Output(stamp, log_time, bytes(raw))
+    return recording
+
+
+def answered_stamps(recording: Recording) -> List[int]:
+    return sorted(set(recording.detections) & set(recording.masks))
