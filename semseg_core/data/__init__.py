@@ -1,18 +1,31 @@
-"""Datasets (COCO open-set, GraspNet-OS, any COCO json, synthetic scenes), transforms and loaders."""
-from semseg_core.data.catalog import DATASET_CATALOG, get_dataset_meta, register_coco_openset
-from semseg_core.data.coco_openset import DatasetError
-from semseg_core.data.dataset import OpenSetDataset, build_dataset, read_image
-from semseg_core.data.loader import build_test_loader, build_train_loader
-from semseg_core.data.synthetic import (
-    DEFAULT_KNOWN_FAMILIES,
-    DEFAULT_UNKNOWN_FAMILIES,
-    ensure_synthetic_dataset,
-    generate_dataset,
-)
-from semseg_core.data.transforms import ResizeFlip, resize_shortest_edge_size
+"""Datasets (COCO open-set, GraspNet-OS, any COCO json, synthetic scenes), transforms and loaders.
 
-__all__ = [
-    "DATASET_CATALOG", "DEFAULT_KNOWN_FAMILIES", "DEFAULT_UNKNOWN_FAMILIES", "DatasetError", "OpenSetDataset",
-    "ResizeFlip", "build_dataset", "build_test_loader", "build_train_loader", "ensure_synthetic_dataset",
-    "generate_dataset", "get_dataset_meta", "read_image", "register_coco_openset", "resize_shortest_edge_size",
-]
+Names are imported lazily, so `python -m semseg_core.data.synthetic` starts without importing torch.
+"""
+import importlib
+
+_EXPORTS = {
+    "DATASET_CATALOG": "catalog",
+    "get_dataset_meta": "catalog",
+    "register_coco_openset": "catalog",
+    "DatasetError": "coco_openset",
+    "OpenSetDataset": "dataset",
+    "build_dataset": "dataset",
+    "read_image": "dataset",
+    "build_test_loader": "loader",
+    "build_train_loader": "loader",
+    "DEFAULT_KNOWN_FAMILIES": "synthetic",
+    "DEFAULT_UNKNOWN_FAMILIES": "synthetic",
+    "ensure_synthetic_dataset": "synthetic",
+    "generate_dataset": "synthetic",
+    "ResizeFlip": "transforms",
+    "resize_shortest_edge_size": "transforms",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
