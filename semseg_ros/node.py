@@ -54,8 +54,8 @@ class PerceptionNode(LifecycleNode):
         self.stats = NodeStats()
         self.predictor = None
         self._worker = None
-        self._publishers = {}
-        self._subscriptions = []
+        self._outputs = {}
+        self._inputs = []
         self._depth_buffer = StampBuffer(30)
         self._info_buffer = StampBuffer(30)
         self._state = "unconfigured"
@@ -81,9 +81,9 @@ class PerceptionNode(LifecycleNode):
         if self.params["use_depth"]:
             specs["detections_3d"] = (Detection3DArray, output_qos)
         for name, (msg_type, qos) in specs.items():
-            self._publishers[name] = self.create_publisher(
+            self._outputs[name] = self.create_publisher(
                 msg_type, f"~/{name}", qos, event_callbacks=self._publisher_events(f"~/{name}"))
-        self._publishers["label_info"].publish(messages.label_info(
+        self._outputs["label_info"].publish(messages.label_info(
             self.predictor.class_names, Header(stamp=self.get_clock().now().to_msg()),
             min(self.params["known_score_threshold"], self.params["unknown_score_threshold"])))
         self._state = "inactive"
@@ -96,14 +96,14 @@ class PerceptionNode(LifecycleNode):
                                    queue_size=self.params["queue_size"],
                                    on_error=self._on_worker_error).start()
         input_qos = parameters.qos_profile(self.params, "image_qos")
-        self._subscriptions.append(self.create_subscription(
+        self._inputs.append(self.create_subscription(
             Image, "image", self._on_image, input_qos, callback_group=self._image_group,
             event_callbacks=self._subscription_events("image")))
         if self.params["use_depth"]:
-            self._subscriptions.append(self.create_subscription(
+            self._inputs.append(self.create_subscription(
                 Image, "depth", self._on_depth, input_qos,
                 event_callbacks=self._subscription_events("depth")))
-            self._subscriptions.append(self.create_subscription(
+            self._inputs.append(self.create_subscription(
                 CameraInfo, "camera_info", self._on_camera_info, input_qos,
                 event_callbacks=self._subscription_events("camera_info")))
         self._state = "active"
@@ -128,9 +128,9 @@ class PerceptionNode(LifecycleNode):
         return super().on_shutdown(state)
 
     def _stop_inputs(self):
-        for subscription in self._subscriptions:
+        for subscription in self._inputs:
             self.destroy_subscription(subscription)
-        self._subscriptions = []
+        self._inputs = []
         if self._worker is not None:
             self._worker.stop()
             self._worker = None
@@ -138,9 +138,9 @@ class PerceptionNode(LifecycleNode):
         self._info_buffer.clear()
 
     def _release_model(self):
-        for publisher in self._publishers.values():
+        for publisher in self._outputs.values():
             self.destroy_publisher(publisher)
-        self._publishers = {}
+        self._outputs = {}
         self.predictor = None  # frees the weights; CUDA memory returns to torch's cache
 
     # ---- inputs (executor threads) ----------------------------------------------------------
@@ -193,7 +193,7 @@ class PerceptionNode(LifecycleNode):
                                params["unknown_score_threshold"],
                                params["unknown_distance_threshold"])
         header = frame.header
-        publishers = self._publishers
+        publishers = self._outputs
         publishers["detections"].publish(messages.detection2d_array(result, header))
         publishers["instance_mask"].publish(messages.instance_mask_image(result.label_image, header))
         debug = publishers["debug_image"]

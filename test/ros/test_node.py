@@ -1,0 +1,157 @@
+"""The perception node in its own process, driven over real Fast DDS on loopback.
+
+One node serves the tests of this module (a start costs a model load); each test uses its own
+stamps and waits for exactly its outputs.
+"""
+import signal
+import tempfile
+import threading
+
+import numpy as np
+import pytest
+
+from diagnostic_msgs.msg import DiagnosticArray
+from sensor_msgs.msg import Image
+from vision_msgs.msg import Detection2DArray, LabelInfo
+
+from conftest import (LATCHED, TINY_CONFIG, NodeProcess, image_msg, test_image, wait_for,
+                      wait_until_subscribed)
+from semseg_ros.image_codec import image_msg_to_numpy
+
+NAME = "perception_under_test"
+IMAGE_TOPIC = "/node_test/image"
+OUT = f"/{NAME}"
+TIMEOUT = 90.0
+
+
+@pytest.fixture(scope="module")
+def node(probe, tiny_weights):
+    process = NodeProcess(NAME, {
+        "weights": tiny_weights, "model_config": str(TINY_CONFIG),
+        "known_score_threshold": 0.0, "unknown_score_threshold": 0.0,
+        "image_qos.reliability": "reliable", "image_qos.depth": 10,
+        "process_every_frame": True, "diagnostics_period": 0.5, "num_threads": 2,
+    }, remappings=[("image", IMAGE_TOPIC)], log_dir=tempfile.mkdtemp())
+    publisher = probe.publisher(IMAGE_TOPIC)
+    detections, _ = probe.collect(Detection2DArray, f"{OUT}/detections")
+    masks, _ = probe.collect(Image, f"{OUT}/instance_mask")
+    diagnostics, _ = probe.collect(DiagnosticArray, "/diagnostics")
+    wait_until_subscribed(probe, publisher, process)
+    yield dict(process=process, publisher=publisher, detections=detections, masks=masks,
+               diagnostics=diagnostics)
+    assert process.stop(signal.SIGINT) == 0, process.log()[-3000:]
+
+
+_stamp_lock = threading.Lock()
+_next_sec = [1000]
+
+
+def _stamp(probe):
+    with _stamp_lock:
+        _next_sec[0] += 1
+        stamp = probe.now()
+        stamp.sec = _next_sec[0]  # unique, recognisable stamps per frame
+        stamp.nanosec = 123456789
+        return stamp
+
+
+def _outputs_for(received, stamp, count=1):
+    found = [m for _, m in list(received) if m.header.stamp == stamp]
+    return found if len(found) >= count else None
+
+
+def _send_and_wait(probe, node, msg):
+    node["publisher"].publish(msg)
+    stamp = msg.header.stamp
+    wait_for(lambda: _outputs_for(node["detections"], stamp) and _outputs_for(node["masks"], stamp),
+             TIMEOUT, f"outputs for stamp {stamp.sec}")
+    return _outputs_for(node["detections"], stamp)[0], _outputs_for(node["masks"], stamp)[0]
+
+
+def _detection_summary(array):
+    return [(d.id, d.results[0].hypothesis.class_id, round(d.results[0].hypothesis.score, 5),
+             round(d.bbox.center.position.x, 3), round(d.bbox.center.position.y, 3),
+             round(d.bbox.size_x, 3), round(d.bbox.size_y, 3)) for d in array.detections]
+
+
+def test_outputs_carry_the_input_header_and_label_ids_match(probe, node):
+    for seed in range(2):
+        msg = image_msg(test_image(seed=seed), _stamp(probe), frame_id=f"cam_{seed}")
+        detections, mask = _send_and_wait(probe, node, msg)
+        assert detections.header == msg.header and mask.header == msg.header
+        assert all(d.header == msg.header for d in detections.detections)
+        assert mask.encoding == "mono16" and (mask.width, mask.height) == (msg.width, msg.height)
+        ids = [d.id for d in detections.detections]
+        assert ids == [str(i) for i in range(1, len(ids) + 1)]
+        label, _ = image_msg_to_numpy(mask)
+        assert set(np.unique(label).tolist()) - {0} <= {int(i) for i in ids}
+        assert len(ids) > 0, "thresholds are 0: the random-weight model should detect something"
+    # exactly one output set per processed frame
+    for stamp in {m.header.stamp.sec for _, m in node["detections"]}:
+        assert sum(m.header.stamp.sec == stamp for _, m in node["detections"]) == 1
+
+
+def test_label_info_reaches_a_late_subscriber(probe, node):
+    infos, subscription = probe.collect(LabelInfo, f"{OUT}/label_info", LATCHED)
+    wait_for(lambda: infos, 30, "latched LabelInfo")
+    class_map = {c.class_id: c.class_name for c in infos[0][1].class_map}
+    assert class_map[1000] == "unknown"
+    assert [class_map[i] for i in range(6)] == ["box", "disc", "triangle", "ring", "star", "cross"]
+    probe.node.destroy_subscription(subscription)
+
+
+def test_padded_bgra8_gives_the_same_detections_as_rgb8(probe, node):
+    rgb = test_image(seed=5)
+    reference, reference_mask = _send_and_wait(probe, node, image_msg(rgb, _stamp(probe)))
+    bgra = np.concatenate([rgb[:, :, ::-1], np.full(rgb.shape[:2] + (1,), 255, np.uint8)], 2)
+    padded = np.zeros((rgb.shape[0], rgb.shape[1] * 4 + 12), np.uint8)
+    padded[:, :rgb.shape[1] * 4] = bgra.reshape(rgb.shape[0], -1)
+    msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding="bgra8", step=padded.shape[1],
+                data=padded.tobytes())
+    msg.header.stamp = _stamp(probe)
+    other, other_mask = _send_and_wait(probe, node, msg)
+    assert _detection_summary(other) == _detection_summary(reference)
+    np.testing.assert_array_equal(image_msg_to_numpy(other_mask)[0],
+                                  image_msg_to_numpy(reference_mask)[0])
+
+
+def _counter(probe, node, key):
+    return int(probe.latest_diagnostics(node["diagnostics"], NAME)[key])
+
+
+def test_malformed_frames_are_rejected_counted_and_the_node_goes_on(probe, node):
+    rejected_before = _counter(probe, node, "frames_rejected")
+    good = image_msg(test_image(seed=1), _stamp(probe))
+    bad = []
+    for change in (dict(encoding="yuv_unheard_of"), dict(data=bytes(10)), dict(height=0, width=0),
+                   dict(height=1_000_000, width=1_000_000, step=3_000_000)):
+        msg = image_msg(test_image(seed=1), _stamp(probe))
+        for key, value in change.items():
+            setattr(msg, key, value)
+        bad.append(msg)
+    for msg in bad:
+        node["publisher"].publish(msg)
+    _send_and_wait(probe, node, good)
+    wait_for(lambda: _counter(probe, node, "frames_rejected") >= rejected_before + 4, 20,
+             "four more rejected frames in /diagnostics")
+    assert _counter(probe, node, "frames_rejected") == rejected_before + 4
+    log = node["process"].log()
+    for reason in ("unsupported image encoding", "needs height*step", "empty image",
+                   "exceeds the limit"):
+        assert reason in log, f"no log line for {reason!r}:\n{log[-2000:]}"
+    assert node["process"].process.poll() is None
+
+
+def test_debug_overlay_is_rendered_only_for_a_subscriber(probe, node):
+    _send_and_wait(probe, node, image_msg(test_image(seed=2), _stamp(probe)))
+    assert _counter(probe, node, "debug_images_rendered") == 0
+    overlays, subscription = probe.collect(Image, f"{OUT}/debug_image")
+    wait_for(lambda: subscription.get_publisher_count() > 0, 30, "debug_image connection")
+    msg = image_msg(test_image(seed=3), _stamp(probe))
+    _send_and_wait(probe, node, msg)
+    wait_for(lambda: _outputs_for(overlays, msg.header.stamp), TIMEOUT, "the overlay")
+    overlay = _outputs_for(overlays, msg.header.stamp)[0]
+    assert overlay.encoding == "rgb8" and overlay.header == msg.header
+    assert not np.array_equal(image_msg_to_numpy(overlay)[0], test_image(seed=3))
+    assert _counter(probe, node, "debug_images_rendered") >= 1
+    probe.node.destroy_subscription(subscription)
