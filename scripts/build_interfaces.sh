@@ -3,6 +3,8 @@
 # ament_cmake wheels and plain cmake + g++ (no ROS install needed). Called by scripts/setup.sh; can be
 # run alone:  scripts/build_interfaces.sh [VENV]   (default: <repo>/.venv)
 # Exit status 0 only when `from vision_msgs.msg import Detection2DArray` works in that venv.
+# SEMSEG_INTERFACE_PREFIX installs somewhere else than the venv (the set-up tests use a temp folder);
+# SEMSEG_INTERFACE_BUILD_DIR moves the CMake build folder (default <repo>/build/interfaces/vision_msgs).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -11,6 +13,7 @@ PY="$VENV/bin/python"
 SRC="$ROOT/interfaces/vision_msgs"
 BUILD="${SEMSEG_INTERFACE_BUILD_DIR:-$ROOT/build/interfaces/vision_msgs}"
 LOG="$BUILD.log"
+PREFIX="${SEMSEG_INTERFACE_PREFIX:-$VENV}"
 
 fail() {
   echo "ERROR [build vision_msgs]: $1" >&2
@@ -30,6 +33,7 @@ done
 
 # Jazzy wheel defect: the msg wheels' exported CMake targets name the wheel builder's Python and numpy
 # include dirs (/opt/python/...). Point them at this interpreter's, or every dependent build fails.
+PY_MINOR="$("$PY" -c 'import sys; print(sys.version_info[1])')"
 PY_INCLUDE="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
 NP_INCLUDE="$("$PY" -c 'import numpy; print(numpy.get_include())')"
 [ -f "$PY_INCLUDE/Python.h" ] || fail "Python headers not found at $PY_INCLUDE (Python.h)." \
@@ -49,7 +53,7 @@ export PATH="$VENV/bin:$PATH"
 
 mkdir -p "$BUILD"
 echo "  configuring (log: $LOG)"
-if ! cmake -S "$SRC" -B "$BUILD" -DCMAKE_INSTALL_PREFIX="$VENV" -DCMAKE_PREFIX_PATH="$VENV" \
+if ! cmake -S "$SRC" -B "$BUILD" -DCMAKE_INSTALL_PREFIX="$PREFIX" -DCMAKE_PREFIX_PATH="$VENV" \
     -DPython3_EXECUTABLE="$PY" -DPython3_FIND_VIRTUALENV=ONLY -DBUILD_TESTING=OFF \
     -DCMAKE_BUILD_TYPE=Release >"$LOG" 2>&1; then
   tail -n 25 "$LOG" >&2
@@ -64,10 +68,14 @@ if ! cmake --build "$BUILD" -j "${SEMSEG_BUILD_JOBS:-2}" >>"$LOG" 2>&1; then
 fi
 if ! cmake --install "$BUILD" >>"$LOG" 2>&1; then
   tail -n 25 "$LOG" >&2
-  fail "installing vision_msgs into $VENV failed (full log: $LOG)."
+  fail "installing vision_msgs into $PREFIX failed (full log: $LOG)."
 fi
-if ! "$PY" -c "from vision_msgs.msg import Detection2DArray, LabelInfo; Detection2DArray(); LabelInfo()" >>"$LOG" 2>&1; then
+if [ "$PREFIX" != "$VENV" ]; then  # make the check see the other prefix first
+  export PYTHONPATH="$PREFIX/lib/python3.${PY_MINOR}/site-packages${PYTHONPATH:+:$PYTHONPATH}"
+  export LD_LIBRARY_PATH="$PREFIX/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+if ! "$PY" -c "import sys, vision_msgs.msg as m; m.Detection2DArray(); m.LabelInfo(); assert m.__file__.startswith(sys.argv[1]), m.__file__" "$PREFIX" >>"$LOG" 2>&1; then
   tail -n 25 "$LOG" >&2
   fail "vision_msgs was built but cannot be imported from $PY (full log: $LOG)."
 fi
-echo "  vision_msgs installed into $VENV"
+echo "  vision_msgs installed into $PREFIX"
