@@ -135,7 +135,8 @@ class NodeProcess:
                                         cwd=str(REPO))
 
     def log(self):
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def rss_bytes(self):
