@@ -29,7 +29,7 @@ if _REPO_ROOT not in sys.path:
 
 from semseg_core.evaluation import (evaluate_and_report, format_metrics_table, load_results_json,  # noqa: E402
                                     results_to_coco, unknown_decision_disabled)
-from semseg_core.evaluation.coco_io import CocoFormatError, _read_json  # noqa: E402
+from semseg_core.evaluation.coco_io import CocoFormatError, read_json  # noqa: E402
 from semseg_core.evaluation.model_eval import evaluate_model  # noqa: E402,F401  (re-exported for callers)
 
 CLI_DATASET_NAME = "evaluate_cli_gt"
@@ -62,7 +62,7 @@ def _split(text: Optional[str]) -> List[str]:
 
 def resolve_known_ids(gt_path: str, names: Sequence[str], ids: Sequence[str]) -> List[int]:
     """Known category ids from names (exact, as in the json) or ids; errors name the file and the bad entries."""
-    data = _read_json(gt_path, "Ground-truth annotation")
+    data = read_json(gt_path, "Ground-truth annotation")
     categories = data.get("categories") if isinstance(data, dict) else None
     if not isinstance(categories, list):
         raise CocoFormatError(f"{gt_path}: missing or non-list field 'categories'")
@@ -123,7 +123,7 @@ def _read_rgb(path: str):
 
 def predictor_results(predictor, gt_json: str, image_root: str, known_ids: Sequence[int]) -> list:
     """Run a Predictor over every image of a COCO json; COCO results (category ids of the json)."""
-    data = _read_json(gt_json, "Ground-truth annotation")
+    data = read_json(gt_json, "Ground-truth annotation")
     results = []
     start = time.perf_counter()
     images = data.get("images", [])

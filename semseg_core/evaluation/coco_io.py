@@ -22,7 +22,7 @@ class CocoFormatError(ValueError):
     """A ground-truth or result file that is not valid COCO format (the message names file and entry)."""
 
 
-def _read_json(path: str, what: str) -> Any:
+def read_json(path: str, what: str) -> Any:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} file not found: {path}")
@@ -47,7 +47,7 @@ def load_coco_gt(gt: str | os.PathLike | dict) -> tuple[dict, str]:
         source, data = "<GT dict>", gt
     else:
         source = os.fspath(gt)
-        data = _read_json(source, "Ground-truth annotation")
+        data = read_json(source, "Ground-truth annotation")
     if not isinstance(data, dict):
         raise CocoFormatError(f"{source}: top level must be a JSON object with images/annotations/categories")
     for key in ("images", "annotations", "categories"):
@@ -186,7 +186,7 @@ def check_results(results: Iterable[dict], images: dict, allowed_category_ids: s
 
 def load_results_json(path: str | os.PathLike) -> list[dict]:
     """Read a COCO result file (a JSON list of detections)."""
-    data = _read_json(path, "Result")
+    data = read_json(path, "Result")
     if not isinstance(data, list):
         raise CocoFormatError(f"{os.fspath(path)}: a COCO result file must be a JSON list of detections")
     return data

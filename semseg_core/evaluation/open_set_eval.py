@@ -96,7 +96,9 @@ class OpenSetEvaluator:
         if UNKNOWN_ID in known:
             raise ValueError(f"UNKNOWN_ID={UNKNOWN_ID} cannot be a known category id")
         self.known_category_ids = known
-        self.class_names = {c: str(categories[c].get("name", c)) for c in known}
+        names = [str(categories[c].get("name", c)) for c in known]
+        # per-class results are keyed by name; a repeated name gets its id appended to stay distinct
+        self.class_names = {c: n if names.count(n) == 1 else f"{n} (id {c})" for c, n in zip(known, names)}
         known_set = set(known)
 
         # Relabel on our own copies (the authors mutate the caller's GT in place).
