@@ -16,35 +16,9 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
+from semseg_core.checkpoint import load_checkpoint, save_checkpoint
+
 logger = logging.getLogger(__name__)
-
-try:
-    from semseg_core.checkpoint import load_checkpoint, save_checkpoint
-except ImportError:  # TEMPORARY until semseg_core/checkpoint.py lands (same contract, see CONTRACTS.md)
-
-    def save_checkpoint(path, model, cfg=None, **extra):
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        payload = {"model": model.state_dict(), "config": cfg.dump() if cfg is not None else "",
-                   "meta": {"format": "semseg_ros"}, **extra}
-        fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pth", dir=folder)
-        os.close(fd)
-        try:
-            torch.save(payload, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return path
-
-    def load_checkpoint(path, map_location="cpu"):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"checkpoint {path} does not exist")
-        try:
-            return torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as err:
-            raise RuntimeError(f"cannot read checkpoint {path}: {err}") from err
 
 LAST_CHECKPOINT_FILE = "last_checkpoint"
 FINAL_CHECKPOINT_NAME = "model_final.pth"
@@ -102,6 +76,7 @@ def write_text_atomic(path: str, text: str) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=folder)
     try:
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; these are ordinary, readable outputs
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
@@ -167,29 +142,3 @@ def load_training_checkpoint(path: str) -> Dict[str, Any]:
                          "use MODEL.WEIGHTS to start from plain weights")
     return ckpt
 
-
-def load_model_weights(model: torch.nn.Module, path: str) -> str:
-    """Load ``MODEL.WEIGHTS`` into ``model``: our checkpoint, or else the authors' detectron2 checkpoint.
-
-    Returns ``"ours"`` or ``"detectron2"``. Ours is recognised by its parameter names matching the model's.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"MODEL.WEIGHTS {path!r} does not exist")
-    state = None
-    if not path.endswith(".pkl"):  # detectron2 .pkl files are not weights_only-loadable
-        try:
-            ckpt = load_checkpoint(path, map_location="cpu")
-            state = ckpt.get("model") if isinstance(ckpt, dict) else None
-        except Exception:  # not ours (e.g. a detectron2 pickle): let the importer judge it
-            state = None
-    if isinstance(state, dict) and state:
-        own_keys = set(model.state_dict())
-        if sum(k in own_keys for k in state) >= 0.5 * len(state):
-            model.load_state_dict(state)  # strict: a clear error lists missing/unexpected keys
-            logger.info("Loaded weights from %s", path)
-            return "ours"
-    from semseg_core.checkpoint import import_detectron2_checkpoint
-
-    report = import_detectron2_checkpoint(path, model)
-    logger.info("Imported detectron2 checkpoint %s: %s", path, report)
-    return "detectron2"

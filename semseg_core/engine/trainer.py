@@ -18,13 +18,14 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from semseg_core.checkpoint import load_model_weights
+
 from . import distributed as comm
 from .checkpointing import (
     FINAL_CHECKPOINT_NAME,
     capture_rng_state,
     checkpoint_name,
     find_last_checkpoint,
-    load_model_weights,
     load_training_checkpoint,
     restore_rng_state,
     save_training_checkpoint,
@@ -72,12 +73,12 @@ def configure_cpu_threads(device: torch.device) -> None:
 
 
 def prepare_datasets(cfg) -> None:
-    """Generate the synthetic dataset if the config names it and it is missing (call on one process)."""
-    from semseg_core import data
+    """Generate the synthetic datasets the config names, if missing (call on one process only)."""
+    from semseg_core.data import ensure_synthetic_dataset
 
-    ensure = getattr(data, "ensure_synthetic_dataset", None)
-    if ensure is not None:
-        ensure(cfg)
+    names = [n for n in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST) if n.startswith("synthetic_")]
+    if names:
+        ensure_synthetic_dataset(cfg, names=names)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -194,8 +195,12 @@ class Trainer:
     # -- the loop -----------------------------------------------------------------------------------
     def run_step(self, batch) -> Dict[str, float]:
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
-        with autocast:
-            loss_dict = self.model(batch)
+        try:
+            with autocast:
+                loss_dict = self.model(batch)
+        except FloatingPointError as err:  # the model's own divergence checks: say when it happened
+            raise FloatingPointError(f"Training diverged at iteration {self._iter}: {err}. Training stopped; "
+                                     "no checkpoint was written for this iteration.") from err
         if not isinstance(loss_dict, dict) or not loss_dict:
             raise TypeError("the model must return a non-empty dict of losses in training mode")
         total = sum(loss_dict.values())
