@@ -117,3 +117,12 @@ def test_worker_processes_give_the_same_batches(synthetic_cfg):
     cfg.DATALOADER.NUM_WORKERS = 1
     with_worker = _take(build_train_loader(cfg, seed=3), 2)
     assert all(_same(a, b) for a, b in zip(with_worker, _take(build_train_loader(synthetic_cfg, seed=3), 2)))
+
+
+def test_several_training_datasets_are_concatenated(synthetic_cfg):
+    cfg = synthetic_cfg.clone()
+    cfg.DATASETS.TRAIN = ("synthetic_train", "synthetic_train")
+    loader = build_train_loader(cfg, seed=3)
+    assert len(loader.dataset) == 10
+    ids = [item["image_id"] for batch in _take(loader, 5) for item in batch]
+    assert sorted(ids) == sorted(list(range(1, 6)) * 4)  # 20 samples = two epochs over 2 x 5 images
