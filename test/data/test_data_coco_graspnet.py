@@ -134,3 +134,17 @@ def test_rle_masks_decode_exactly(coco_root):
     expected[10:30, 5:25] = 1
     assert np.array_equal(car, expected)
     assert mask_utils.area(mask_utils.encode(np.asfortranarray(car))) == 400
+
+
+def test_uncompressed_rle_instance_decodes(tmp_path):
+    from .coco_fixtures import coco_doc
+
+    doc = coco_doc()
+    doc["annotations"][2]["iscrowd"] = 0  # the uncompressed-RLE person becomes a normal instance
+    write_coco_fixture(tmp_path, "train2017", doc)
+    ds = build_dataset(small_cfg(tmp_path, flip="none"), "coco_2017_train_invoc", is_train=True)
+    inst = ds[(0, 0, 0)]["instances"]
+    assert inst["classes"].tolist() == [0, 0]
+    expected = np.zeros((48, 64), np.uint8)
+    expected[2:10, 2:30] = 1
+    assert np.array_equal(inst["masks"][1].numpy(), expected)
