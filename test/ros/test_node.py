@@ -155,3 +155,16 @@ def test_debug_overlay_is_rendered_only_for_a_subscriber(probe, node):
     assert not np.array_equal(image_msg_to_numpy(overlay)[0], test_image(seed=3))
     assert _counter(probe, node, "debug_images_rendered") >= 1
     probe.node.destroy_subscription(subscription)
+
+
+def test_every_frame_mode_processes_each_frame_in_order(probe, node):
+    stamps = [_stamp(probe) for _ in range(8)]
+    for stamp in stamps:                       # back to back, far faster than the model
+        node["publisher"].publish(image_msg(test_image(seed=6), stamp))
+    wait_for(lambda: all(_outputs_for(node["detections"], s) for s in stamps), TIMEOUT * 2,
+             "an output for every frame")
+    order = [m.header.stamp.sec for _, m in list(node["detections"])
+             if m.header.stamp.sec in {s.sec for s in stamps}]
+    assert order == [s.sec for s in stamps]
+    diagnostics = probe.latest_diagnostics(node["diagnostics"], NAME)
+    assert diagnostics["mode"] == "every_frame" and diagnostics["frames_dropped"] == "0"
