@@ -262,9 +262,8 @@ def is_detectron2_state_dict(state: Mapping[str, Any]) -> bool:
                for k in state)
 
 
-def load_model_weights(model: nn.Module, path: str) -> Union[ImportReport, str]:
-    """Load weights from one of our checkpoints (strict) or an authors' detectron2 checkpoint (imported)."""
-    checkpoint = load_checkpoint(path)
+def apply_checkpoint(model: nn.Module, checkpoint: Mapping[str, Any], source: str) -> Union[ImportReport, str]:
+    """Load an already read checkpoint into `model`: ours strictly, the authors' detectron2 one via the importer."""
     state = checkpoint["model"]
     if is_detectron2_state_dict(state):
         return import_detectron2_checkpoint(checkpoint, model)
@@ -275,11 +274,16 @@ def load_model_weights(model: nn.Module, path: str) -> Union[ImportReport, str]:
                   for k in state if k in target and tuple(state[k].shape) != tuple(target[k].shape)]
     if missing or unexpected or mismatched:
         raise CheckpointError(
-            f"checkpoint {path} does not fit the model (wrong config?): "
+            f"checkpoint {source} does not fit the model (wrong config?): "
             f"missing keys: {_list(missing) or 'none'}; unexpected keys: {_list(unexpected) or 'none'}; "
             f"shape mismatches: {_list(mismatched) or 'none'}")
     model.load_state_dict(state, strict=True)
-    return f"loaded {len(state)} tensors from {path}"
+    return f"loaded {len(state)} tensors from {source}"
+
+
+def load_model_weights(model: nn.Module, path: str) -> Union[ImportReport, str]:
+    """Load weights from one of our checkpoints (strict) or an authors' detectron2 checkpoint (imported)."""
+    return apply_checkpoint(model, load_checkpoint(path), os.fspath(path))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,213 @@
+"""Predictor: an HxWx3 uint8 image in, per-instance boxes, classes (or unknown), masks and a label image out.
+
+    p = Predictor()                                     # the embedded tiny synthetic model
+    p = Predictor(weights="model_final.pth")            # our checkpoint: its config is stored inside
+    p = Predictor(config="config/models/COCO/semseg_R50_FPN_128k.yaml", weights="d2_model_final.pth",
+                  device="cuda", amp="fp16", overrides=["MODEL.DML.UNK_THR", "0.1"])
+    r = p(image_rgb)                                    # or p(image_bgr, color="bgr")
+"""
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .checkpoint import apply_checkpoint, checkpoint_config_text, load_checkpoint
+from .config import CfgNode, ConfigError, get_cfg
+from .constants import UNKNOWN_ID, UNKNOWN_NAME
+from .data.transforms import resize_shortest_edge_size
+
+ASSETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
+DEFAULT_WEIGHTS = os.path.join(ASSETS_DIR, "semseg_tiny_synthetic.pt")
+AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class Result:
+    """One image's instances, sorted by score (descending); numpy arrays; coordinates in input pixels."""
+
+    boxes: np.ndarray  # (N, 4) float32 xyxy
+    scores: np.ndarray  # (N,) float32
+    class_ids: np.ndarray  # (N,) int64: known-class index 0..K-1, or UNKNOWN_ID
+    class_names: List[str]  # known class name or "unknown"
+    is_known: np.ndarray  # (N,) bool
+    unknown_scores: np.ndarray  # (N,) float32: cosine distance to the nearest prototype
+    masks: np.ndarray  # (N, H, W) bool
+    label_image: np.ndarray  # (H, W) uint16: 0 background, k = instance k-1; overlaps go to the higher score
+    inference_time_s: float = 0.0
+    extras: dict = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+
+def resolve_device(device: Union[str, torch.device]) -> torch.device:
+    """Explicit device; CUDA asked for and absent is an error, never a silent CPU fallback."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"invalid device {device!r}: {err}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {str(device)!r} requested but CUDA is not available on this machine "
+                               "(torch.cuda.is_available() is False); use device='cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise RuntimeError(f"device {str(device)!r} requested but only {torch.cuda.device_count()} CUDA "
+                               "device(s) are visible")
+    elif dev.type != "cpu":
+        raise ValueError(f"unsupported device {str(device)!r}; use 'cpu', 'cuda' or 'cuda:N'")
+    return dev
+
+
+def _build_cfg(config, weights: Optional[str], checkpoint: Optional[dict], overrides: Sequence[str]) -> CfgNode:
+    cfg = get_cfg()
+    if config is not None:
+        if isinstance(config, CfgNode):
+            cfg.merge_from_other_cfg(config)
+        else:
+            cfg.merge_from_file(os.fspath(config))
+    elif checkpoint is not None:
+        text = checkpoint_config_text(checkpoint)
+        if not text:
+            raise ConfigError(f"checkpoint {weights} has no embedded config (not one of our checkpoints?); "
+                              "pass config=<model YAML> as well")
+        cfg.merge_from_str(text, source=f"config stored in {weights}")
+    if overrides:
+        cfg.merge_from_list(list(overrides), source="Predictor overrides")
+    return cfg
+
+
+class Predictor:
+    """SemSeg inference on numpy images. See the module docstring and CONTRACTS.md."""
+
+    def __init__(self, config: Union[str, CfgNode, None] = None, weights: Optional[str] = None,
+                 device: Union[str, torch.device] = "cpu", amp: Optional[str] = None,
+                 overrides: Optional[Sequence[str]] = None):
+        from .modeling import build_model  # heavy import kept out of `import semseg_core`
+
+        self.device = resolve_device(device)
+        if amp is not None and amp not in AMP_DTYPES:
+            raise ValueError(f"amp must be None, 'fp16' or 'bf16', got {amp!r}")
+        if amp is not None and self.device.type != "cuda":
+            raise ValueError(f"amp={amp!r} is for CUDA devices; on {self.device} run without amp")
+        self.amp = amp
+
+        if config is None and weights is None:
+            weights = DEFAULT_WEIGHTS
+            if not os.path.isfile(weights):
+                raise FileNotFoundError(
+                    f"the embedded default model {weights} is not there yet (it is trained from the synthetic "
+                    "config); pass config=<model YAML> and weights=<checkpoint> instead")
+        checkpoint = load_checkpoint(weights) if weights is not None else None
+        cfg = _build_cfg(config, weights, checkpoint, overrides or [])
+        if weights is None and cfg.MODEL.WEIGHTS:
+            weights = cfg.MODEL.WEIGHTS
+        cfg.MODEL.DEVICE = str(self.device)
+        cfg.MODEL.WEIGHTS = weights or ""
+        names = list(cfg.DATASETS.KNOWN_CLASSES)
+        if len(names) != cfg.MODEL.ROI_HEADS.NUM_KNOWN_CLASSES:
+            raise ConfigError(f"DATASETS.KNOWN_CLASSES has {len(names)} names but MODEL.ROI_HEADS.NUM_KNOWN_CLASSES "
+                              f"is {cfg.MODEL.ROI_HEADS.NUM_KNOWN_CLASSES}")
+        if cfg.INPUT.FORMAT not in ("RGB", "BGR"):
+            raise ConfigError(f"INPUT.FORMAT must be 'RGB' or 'BGR', got {cfg.INPUT.FORMAT!r}")
+        cfg.freeze()
+        self.cfg = cfg
+        self.class_names: List[str] = names
+        self.input_format = cfg.INPUT.FORMAT
+
+        model = build_model(cfg)
+        if weights is None:
+            warnings.warn("Predictor without weights: the model is randomly initialised", stacklevel=2)
+        else:
+            apply_checkpoint(model, checkpoint if checkpoint is not None else load_checkpoint(weights), weights)
+        self.model = model.eval()
+
+    # ---------------------------------------------------------------------------------------------------------
+    def __call__(self, image: np.ndarray, color: str = "rgb") -> Result:
+        return self.predict_batch([image], color=color)[0]
+
+    def predict_batch(self, images: Sequence[np.ndarray], color: str = "rgb") -> List[Result]:
+        """Run one batch; each Result's inference_time_s is the batch time divided by the batch size."""
+        color = str(color).lower()
+        if color not in ("rgb", "bgr"):
+            raise ValueError(f"color must be 'rgb' or 'bgr', got {color!r}")
+        if isinstance(images, np.ndarray) and images.ndim == 3:
+            raise ValueError("predict_batch takes a list of images; call the predictor directly for one image")
+        if len(images) == 0:
+            return []
+        start = time.perf_counter()
+        inputs = [self._prepare(image, color, i) for i, image in enumerate(images)]
+        with torch.inference_mode(), self._autocast():
+            outputs = self.model(inputs)
+            results = [self._to_result(out, item["height"], item["width"]) for out, item in zip(outputs, inputs)]
+        per_image = (time.perf_counter() - start) / len(results)
+        for r in results:
+            r.inference_time_s = per_image
+        return results
+
+    def _autocast(self):
+        if self.amp is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast("cuda", dtype=AMP_DTYPES[self.amp])
+
+    def _prepare(self, image: np.ndarray, color: str, index: int) -> dict:
+        if not isinstance(image, np.ndarray):
+            raise TypeError(f"image {index}: expected a numpy array, got {type(image).__name__}")
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"image {index}: expected shape (H, W, 3), got {image.shape}")
+        if image.dtype != np.uint8:
+            raise ValueError(f"image {index}: expected dtype uint8, got {image.dtype}")
+        h, w = image.shape[:2]
+        if h == 0 or w == 0:
+            raise ValueError(f"image {index}: empty image {image.shape}")
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).to(self.device, non_blocking=True).permute(2, 0, 1)
+        if color != self.input_format.lower():
+            tensor = tensor.flip(0)  # RGB <-> BGR
+        new_h, new_w = resize_shortest_edge_size(h, w, int(self.cfg.INPUT.MIN_SIZE_TEST),
+                                                 int(self.cfg.INPUT.MAX_SIZE_TEST))
+        if (new_h, new_w) != (h, w):
+            # Bilinear like the data pipeline's test resize, done on the device; back to uint8 as the model expects.
+            resized = F.interpolate(tensor[None].float(), size=(new_h, new_w), mode="bilinear", align_corners=False)
+            tensor = resized[0].round_().clamp_(0, 255).to(torch.uint8)
+        return {"image": tensor.contiguous(), "height": h, "width": w}
+
+    def _to_result(self, out: dict, height: int, width: int) -> Result:
+        from .modeling.postprocess import paste_masks
+
+        scores = out["scores"].float()
+        order = torch.argsort(scores, descending=True, stable=True)
+        boxes = out["boxes"].float()[order]
+        scores = scores[order]
+        classes = out["classes"][order].long()
+        unknown_scores = out["unknown_scores"].float()[order]
+        n = int(scores.numel())
+        if "mask_probs" in out and n > 0:
+            masks = paste_masks(out["mask_probs"][order].float(), boxes, height, width)
+        else:
+            masks = torch.zeros((n, height, width), dtype=torch.bool, device=boxes.device)
+        if n > 0:
+            # First (= highest-scoring) instance covering a pixel wins; ids are 1..N in this order.
+            first = masks.to(torch.uint8).argmax(dim=0)
+            labels = torch.where(masks.any(dim=0), first.to(torch.int32) + 1, torch.zeros_like(first, dtype=torch.int32))
+        else:
+            labels = torch.zeros((height, width), dtype=torch.int32, device=boxes.device)
+        label_image = labels.to(torch.uint16).cpu().numpy()  # one device-to-host copy of the label image
+        class_ids = classes.cpu().numpy().astype(np.int64)
+        is_known = class_ids != UNKNOWN_ID
+        names = [self.class_names[c] if known else UNKNOWN_NAME for c, known in zip(class_ids.tolist(), is_known)]
+        return Result(
+            boxes=boxes.cpu().numpy().astype(np.float32).reshape(-1, 4),
+            scores=scores.cpu().numpy().astype(np.float32),
+            class_ids=class_ids,
+            class_names=names,
+            is_known=is_known,
+            unknown_scores=unknown_scores.cpu().numpy().astype(np.float32),
+            masks=masks.cpu().numpy(),
+            label_image=label_image,
+        )
