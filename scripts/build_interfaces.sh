@@ -15,6 +15,11 @@ BUILD="${SEMSEG_INTERFACE_BUILD_DIR:-$ROOT/build/interfaces/vision_msgs}"
 LOG="$BUILD.log"
 PREFIX="${SEMSEG_INTERFACE_PREFIX:-$VENV}"
 
+# The lines of the build log that say what went wrong (a bad .msg line, a compiler error), else its end.
+show_errors() {
+  grep -E -A1 -m 8 "Error processing|CMake Error|error:|Error [0-9]" "$LOG" >&2 || tail -n 25 "$LOG" >&2
+}
+
 fail() {
   echo "ERROR [build vision_msgs]: $1" >&2
   shift
@@ -56,13 +61,13 @@ echo "  configuring (log: $LOG)"
 if ! cmake -S "$SRC" -B "$BUILD" -DCMAKE_INSTALL_PREFIX="$PREFIX" -DCMAKE_PREFIX_PATH="$VENV" \
     -DPython3_EXECUTABLE="$PY" -DPython3_FIND_VIRTUALENV=ONLY -DBUILD_TESTING=OFF \
     -DCMAKE_BUILD_TYPE=Release >"$LOG" 2>&1; then
-  tail -n 25 "$LOG" >&2
+  show_errors
   fail "CMake configuration of interfaces/vision_msgs failed (full log: $LOG)." \
     "Fix the error above, then run 'make setup' again (it rebuilds from scratch)."
 fi
 echo "  compiling (about a minute on 2 cores)"
 if ! cmake --build "$BUILD" -j "${SEMSEG_BUILD_JOBS:-2}" >>"$LOG" 2>&1; then
-  grep -E -m 20 'error|Error' "$LOG" >&2 || tail -n 25 "$LOG" >&2
+  show_errors
   fail "compiling interfaces/vision_msgs failed (full log: $LOG)." \
     "Fix the error above, then run 'make setup' again."
 fi
@@ -74,7 +79,15 @@ if [ "$PREFIX" != "$VENV" ]; then  # make the check see the other prefix first
   export PYTHONPATH="$PREFIX/lib/python3.${PY_MINOR}/site-packages${PYTHONPATH:+:$PYTHONPATH}"
   export LD_LIBRARY_PATH="$PREFIX/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
-if ! "$PY" -c "import sys, vision_msgs.msg as m; m.Detection2DArray(); m.LabelInfo(); assert m.__file__.startswith(sys.argv[1]), m.__file__" "$PREFIX" >>"$LOG" 2>&1; then
+# every message defined in interfaces/vision_msgs/msg must load its typesupport from the new prefix
+if ! "$PY" - "$PREFIX" "$SRC"/msg/*.msg >>"$LOG" 2>&1 <<'EOF'
+import os, sys
+import vision_msgs.msg as m
+assert os.path.realpath(m.__file__).startswith(os.path.realpath(sys.argv[1])), m.__file__
+for path in sys.argv[2:]:
+    getattr(m, os.path.basename(path)[:-4])()
+EOF
+then
   tail -n 25 "$LOG" >&2
   fail "vision_msgs was built but cannot be imported from $PY (full log: $LOG)."
 fi
