@@ -132,7 +132,8 @@ class Trainer:
             model = DistributedDataParallel(
                 model,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=False,
+                # plain BN (the tiny model trains from scratch) keeps running stats: rank 0's are the truth
+                broadcast_buffers=True,
                 find_unused_parameters=find_unused_parameters,
             )
         self.model = model
@@ -170,7 +171,15 @@ class Trainer:
             load_model_weights(model, self.cfg.MODEL.WEIGHTS)
 
     # -- checkpoints and evaluation -----------------------------------------------------------------
+    def _sync_buffers(self) -> None:
+        """Give every rank rank 0's buffers (BN running stats), so that all ranks hold the same model."""
+        if self.world_size == 1:
+            return
+        for buf in unwrap(self.model).buffers():
+            torch.distributed.broadcast(buf.data, src=0)
+
     def save_checkpoint(self, iteration: int, name: Optional[str] = None) -> None:
+        self._sync_buffers()
         rng_states = comm.all_gather_object(capture_rng_state())  # collective: every rank calls it
         if comm.is_main_process():
             save_training_checkpoint(

@@ -48,6 +48,13 @@ def test_training_run_writes_checkpoints_logs_and_metrics(synthetic_root, tmp_pa
     assert set(metrics["synthetic_test"]) == {"bbox", "segm"}
     assert "AOSE" in metrics["synthetic_test"]["segm"] and "AP_k" in metrics["synthetic_test"]["bbox"]
 
+    # --eval-only on the final weights reproduces the end-of-training evaluation
+    ev = tmp_path / "eval"
+    main(["--config-file", TINY_CONFIG, "--eval-only",
+          *tiny_overrides(synthetic_root, ev, test_sets="[synthetic_test]",
+                          extra=["MODEL.WEIGHTS", str(out / "model_final.pth")])])
+    assert json.loads((ev / "metrics_eval.json").read_text()) == metrics
+
 
 def _run_train(args, **kwargs):
     return subprocess.Popen([PYTHON, TRAIN_SCRIPT, "--config-file", TINY_CONFIG, *args], cwd=REPO_ROOT,
