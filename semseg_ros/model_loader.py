@@ -53,5 +53,5 @@ def load_predictor(params, logger=None):
             logger.warning(f"this Predictor takes no config overrides; ignoring {overrides}")
     try:
         return Predictor(**kwargs)
-    except (OSError, RuntimeError, ValueError, KeyError) as error:
+    except Exception as error:  # ConfigError, CheckpointError, missing files: all say what is wrong
         raise ModelLoadError(f"{type(error).__name__}: {error}") from error
