@@ -16,7 +16,7 @@ Writes metrics.json, metrics.txt (the table), pr_curves.png (and coco_results.js
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
 import sys
 import time
@@ -118,7 +118,7 @@ def _read_rgb(path: str):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image file not found: {path}")
     with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
+        return np.array(img.convert("RGB"))  # writable: torch.from_numpy warns on read-only arrays
 
 
 def predictor_results(predictor, gt_json: str, image_root: str, known_ids: Sequence[int]) -> list:
@@ -135,13 +135,25 @@ def predictor_results(predictor, gt_json: str, image_root: str, known_ids: Seque
     return results
 
 
+def _check_model_classes(predictor, gt_json: str, known_ids: Sequence[int]) -> None:
+    """The model's row k must be the k-th known id of the json, or every class would be mislabelled."""
+    categories = {c["id"]: str(c.get("name")) for c in read_json(gt_json, "Ground-truth annotation")["categories"]}
+    gt_names = [categories.get(i, f"<id {i} missing>") for i in sorted(known_ids)]
+    if gt_names != list(predictor.class_names):
+        raise ValueError(f"the model's known classes {list(predictor.class_names)} are not the known classes of "
+                         f"{gt_json} in category-id order {gt_names}")
+
+
 def evaluate_with_model(args) -> dict:
     """Mode (b): Predictor over the test images of each dataset, then evaluation."""
     from semseg_core import Predictor
     from semseg_core.config import load_config
 
     cfg = load_config(args.config_file, list(args.opts or []))
+    predictor = Predictor(config=cfg, weights=cfg.MODEL.WEIGHTS or None, device=args.device or cfg.MODEL.DEVICE)
     if args.gt:
+        if not (args.known_classes or args.known_ids):  # default: the model's own known classes
+            args.known_classes = ",".join(predictor.class_names)
         gt, known, image_root = _gt_and_known(args, cfg)
         if not image_root:
             raise ValueError("mode b with --gt needs --image-root DIR (where the json's file_name entries are)")
@@ -154,15 +166,13 @@ def evaluate_with_model(args) -> dict:
         for name in names:
             args.dataset = name
             jobs.append((name, *_gt_and_known(args, cfg)))
-    predictor = Predictor(config=cfg, weights=cfg.MODEL.WEIGHTS or None, device=args.device or cfg.MODEL.DEVICE)
     all_metrics = {}
     for name, gt, known, image_root in jobs:
+        _check_model_classes(predictor, gt, known)
         out_dir = args.out if len(jobs) == 1 else os.path.join(args.out, name)
         print(f"{name}: running the model over the images of {gt}", file=sys.stderr)
-        if args.force_known:
-            with unknown_decision_disabled(predictor.model):
-                results = predictor_results(predictor, gt, image_root, known)
-        else:
+        ablation = unknown_decision_disabled(predictor.model) if args.force_known else contextlib.nullcontext()
+        with ablation:
             results = predictor_results(predictor, gt, image_root, known)
         iou_types = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
         title = name + (" (unknown decision disabled)" if args.force_known else "")

@@ -121,7 +121,7 @@ class OpenSetEvaluator:
             img = self.images[ann["image_id"]]
             if not ann.get("segmentation"):
                 raise CocoFormatError(f"{self.gt_source}: annotation id {ann['id']} has no 'segmentation' "
-                                      f"(needed for segm evaluation; use iou_types=('bbox',))")
+                                      f"(needed for segm evaluation; use iou_types=('bbox',), CLI --iou-types bbox)")
             try:
                 ann["segmentation"] = segmentation_to_rle(ann["segmentation"], img["height"], img["width"])
             except Exception as e:

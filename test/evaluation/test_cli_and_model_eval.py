@@ -1,4 +1,5 @@
 """training/evaluate.py (result-file mode) and evaluate_model with the tiny model on synthetic scenes."""
+import importlib.util
 import json
 import math
 import os
@@ -135,3 +136,39 @@ def test_force_known_restores_the_threshold_after_an_error(tiny_setup):
             assert model.roi_heads.embedding.unknown_threshold == float("inf")
             raise RuntimeError("boom")
     assert model.roi_heads.embedding.unknown_threshold == threshold
+
+
+def load_cli_module():
+    spec = importlib.util.spec_from_file_location("evaluate_cli", EVALUATE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_evaluates_a_model_through_the_predictor(tiny_setup, tmp_path, capsys):
+    try:
+        from semseg_core import Predictor  # noqa: F401
+    except ImportError as e:
+        pytest.skip(f"Predictor not available yet: {e}")
+    from semseg_core.checkpoint import save_checkpoint
+    from semseg_core.data import get_dataset_meta
+
+    cfg, model = tiny_setup
+    weights = save_checkpoint(str(tmp_path / "tiny.pth"), model, cfg)
+    meta = get_dataset_meta("eval_test_tiny", cfg)
+    common = ["--config-file", os.path.join(REPO, "config/models/Synthetic/semseg_tiny.yaml"),
+              "--gt", meta["json_file"], "--image-root", meta["image_root"]]  # known classes: the model's
+    overrides = ["MODEL.WEIGHTS", weights, "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "128"]
+    cli = load_cli_module()  # in-process: the same main() as the command line, without a second torch start-up
+    for out, extra in (("plain", []), ("forced", ["--force-known"])):
+        assert cli.main([*common, *extra, "--out", str(tmp_path / out), *overrides]) == 0, capsys.readouterr().err
+        metrics = json.loads((tmp_path / out / "metrics.json").read_text())
+        assert set(metrics) == {"bbox", "segm"}
+        results = json.loads((tmp_path / out / "coco_results.json").read_text())
+        assert metrics["bbox"]["num_detections"] == len(results)
+    assert "AOSE" in capsys.readouterr().out
+    forced = json.loads((tmp_path / "forced" / "coco_results.json").read_text())
+    assert all(r["category_id"] != UNKNOWN_ID for r in forced)
+    # a model whose classes are not the json's known classes is refused with both lists in the message
+    assert cli.main([*common, "--known-ids", "1,2", "--out", str(tmp_path / "bad"), *overrides]) == 2
+    assert "are not the known classes of" in capsys.readouterr().err
