@@ -1,0 +1,99 @@
+"""Replay + record through the live node (real rclpy and Fast DDS on loopback, the node in a child
+process): every frame answered once, stamps one to one, and the recording's score equals the
+evaluator's result on the same predictions made offline by the Predictor."""
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from semseg_core import Predictor
+from semseg_core.data.synthetic import generate_dataset
+from semseg_core.evaluation import OpenSetEvaluator, results_to_coco
+from semseg_ros.bag_tools import replay as replay_module
+from semseg_ros.bag_tools.bag_io import BagError
+from semseg_ros.bag_tools.make_bag import load_groundtruth, make_bag
+from semseg_ros.bag_tools.recording import load_recording
+from semseg_ros.bag_tools.replay import NodeSpec, ReplayError, replay
+from semseg_ros.bag_tools.score import score_recording
+from semseg_ros.parameters import SPECS
+from semseg_ros.result_filter import filter_result
+
+NUM_FRAMES = 30
+
+
+@pytest.fixture(scope="module")
+def replayed(tmp_path_factory, tiny_weights):
+    root = tmp_path_factory.mktemp("replay")
+    coco_json = generate_dataset(str(root / "scenes"), NUM_FRAMES, seed=123, image_size=128, progress=False)
+    bag = root / "camera_bag"
+    make_bag(coco_json, bag, rate=30.0, storage="mcap", progress=False)
+    spec = NodeSpec(params={"weights": tiny_weights, "process_every_frame": "true", "num_threads": "1",
+                            "image_qos.reliability": "reliable", "queue_size": "100"},
+                    log_path=root / "node.log", startup_timeout_s=120)
+    summary = replay(bag, root / "recording", storage="sqlite3", every_frame=True, start_node=spec,
+                     answer_timeout_s=60, progress=False)
+    return root, Path(coco_json), bag, summary
+
+
+@pytest.mark.timeout(300)
+def test_every_frame_answered_once_with_matching_stamps(replayed):
+    root, _, bag, summary = replayed
+    assert (summary.frames, summary.answered, summary.unanswered) == (NUM_FRAMES, NUM_FRAMES, 0)
+    stamps = sorted(f["stamp_ns"] for f in load_groundtruth(bag)["frames"])
+    recording = load_recording(root / "recording")
+    assert sorted(recording.sent_ns) == stamps
+    assert sorted(recording.detections) == stamps
+    assert sorted(recording.masks) == stamps
+    assert recording.duplicates == 0
+    for stamp in stamps:  # an answer never arrives before its frame was sent
+        assert recording.detections[stamp].receipt_ns > recording.sent_ns[stamp]
+
+
+@pytest.mark.timeout(300)
+def test_score_equals_offline_predictor(replayed, tiny_weights):
+    root, coco_json, bag, _ = replayed
+    report = score_recording(root / "recording")
+    assert report["frames"]["answered"] == NUM_FRAMES and report["latency"]["count"] == NUM_FRAMES
+
+    gt = load_groundtruth(bag)
+    torch.set_num_threads(1)  # same as the node: identical float results
+    predictor = Predictor(weights=tiny_weights)
+    known_min, unknown_min = SPECS["known_score_threshold"].default, SPECS["unknown_score_threshold"].default
+    offline = []
+    for frame in gt["frames"]:
+        bgr = cv2.imread(str(coco_json.parent / "images" / frame["file_name"]))
+        result = filter_result(predictor(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)), known_min, unknown_min)
+        offline += results_to_coco(frame["image_id"], result, gt["known_category_ids"])
+    assert len(offline) > 0, "the random-weight model is expected to detect something"
+    expected = OpenSetEvaluator(gt["coco"], gt["known_category_ids"]).evaluate(offline)
+    assert report["detections"]["known"] + report["detections"]["unknown"] == len(offline)
+    for iou_type in expected:
+        for key, value in expected[iou_type].items():
+            got = report["metrics"][iou_type][key]
+            if isinstance(value, float) and math.isnan(value):
+                assert math.isnan(got), (iou_type, key)
+            else:
+                assert got == value, (iou_type, key, got, value)
+
+
+def test_bag_without_image_topic_is_refused(tmp_path):
+    coco_json = generate_dataset(str(tmp_path / "scenes"), 2, seed=1, image_size=64, progress=False)
+    bag = tmp_path / "bag"
+    make_bag(coco_json, bag, topic="/other/image", camera_info_topic=None, progress=False)
+    with pytest.raises(BagError, match="/camera/image_raw"):
+        replay(bag, tmp_path / "rec", image_topic="/camera/image_raw", progress=False)
+    assert replay_module.main(["--bag", str(tmp_path / "missing"), "--out", str(tmp_path / "r")]) == 2
+
+
+def test_node_that_cannot_start_is_reported(tmp_path):
+    coco_json = generate_dataset(str(tmp_path / "scenes"), 2, seed=1, image_size=64, progress=False)
+    bag = tmp_path / "bag"
+    make_bag(coco_json, bag, progress=False)
+    spec = NodeSpec(params={"device": "tpu"}, log_path=tmp_path / "node.log", startup_timeout_s=60)
+    with pytest.raises(ReplayError, match="exited with code"):
+        replay(bag, tmp_path / "rec", start_node=spec, progress=False)
+    assert "device" in (tmp_path / "node.log").read_text()
