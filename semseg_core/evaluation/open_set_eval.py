@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import os
 from typing import Iterable, Sequence
 
@@ -282,10 +281,6 @@ class OpenSetEvaluator:
         unk = unknown_ev.eval["precision"][0, :, 0, 0, -1]
         self.pr_curves[iou_type] = {"recall": recall, "known": known,
                                     "unknown": unk.copy() if np.all(unk > -1) else None}
-
-
-def is_nan(x) -> bool:
-    return isinstance(x, float) and math.isnan(x)
 
 
 def evaluate_result_file(gt, known_category_ids, results_path: str | os.PathLike,

@@ -175,4 +175,4 @@ def test_two_hundred_images_of_one_hundred_detections_take_seconds():
     elapsed = time.perf_counter() - start
     print(f"\n200 images x 100 detections, bbox+segm: {elapsed:.2f} s")
     assert metrics["segm"]["AOSE"] > 0
-    assert elapsed < 30
+    assert elapsed < 60  # ~4.5 s on an idle 2-core machine; generous for a loaded CI box

@@ -2,7 +2,6 @@
 import copy
 import math
 
-import numpy as np
 import pytest
 
 from semseg_core.constants import UNKNOWN_ID
