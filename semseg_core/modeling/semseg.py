@@ -95,9 +95,9 @@ class SemSeg(nn.Module):
 
     def forward(self, batched_inputs: List[Dict]):
         images, sizes = self.preprocess(batched_inputs)
+        targets = self._targets(batched_inputs, sizes) if self.training else None  # validate before the work
         features = self.backbone(images)
         if self.training:
-            targets = self._targets(batched_inputs, sizes)
             proposals, losses = self.rpn(sizes, features, [t["boxes"] for t in targets])
             losses.update(self.roi_heads(features, proposals, sizes, targets))
             return losses
