@@ -97,3 +97,23 @@ def test_node_that_cannot_start_is_reported(tmp_path):
     with pytest.raises(ReplayError, match="exited with code"):
         replay(bag, tmp_path / "rec", start_node=spec, progress=False)
     assert "device" in (tmp_path / "node.log").read_text()
+
+
+@pytest.mark.timeout(300)
+def test_cli_timed_replay_keeps_bag_timing(tmp_path, tiny_weights, capsys):
+    """Bag timing at --rate 2: frames 1 s apart in the bag are published 0.5 s apart; a node in its
+    default latest-frame mode keeps up with that and answers each one."""
+    coco_json = generate_dataset(str(tmp_path / "scenes"), 4, seed=9, image_size=96, progress=False)
+    bag = tmp_path / "bag"
+    make_bag(coco_json, bag, rate=1.0, progress=False)
+    code = replay_module.main(["--bag", str(bag), "--out", str(tmp_path / "rec"), "--rate", "2", "--start-node",
+                               "--weights", tiny_weights, "--param", "num_threads:=1", "--quiet",
+                               "--storage", "mcap"])
+    printed = capsys.readouterr()
+    assert code == 0, printed.out + printed.err
+    assert "4 answered, 0 unanswered" in printed.out
+    recording = load_recording(tmp_path / "rec")
+    sent = [recording.sent_ns[s] for s in sorted(recording.sent_ns)]
+    gaps_s = np.diff(sent) / 1e9
+    assert np.all(np.abs(gaps_s - 0.5) < 0.05), gaps_s
+    assert recording.custom["mode"] == "timed" and (tmp_path / "rec.node.log").is_file()
