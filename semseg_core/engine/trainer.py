@@ -132,8 +132,8 @@ class Trainer:
             model = DistributedDataParallel(
                 model,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                # plain BN (the tiny model trains from scratch) keeps running stats: rank 0's are the truth
-                broadcast_buffers=True,
+                # buffers (BN running stats of the tiny model) are synced from rank 0 at every forward,
+                # DDP's default; _sync_buffers() does it once more before each checkpoint
                 find_unused_parameters=find_unused_parameters,
             )
         self.model = model

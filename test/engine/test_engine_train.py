@@ -71,7 +71,7 @@ def _finish(proc, timeout=240):
 def test_run_killed_midway_and_resumed_ends_with_the_same_weights(synthetic_root, tmp_path):
     max_iter, period = 8, 3
     straight, broken = tmp_path / "straight", tmp_path / "broken"
-    _finish(_run_train(tiny_overrides(synthetic_root, straight, max_iter, period)))
+    main(["--config-file", TINY_CONFIG, *tiny_overrides(synthetic_root, straight, max_iter, period)])
 
     proc = _run_train(tiny_overrides(synthetic_root, broken, max_iter, period))
     marker = broken / "last_checkpoint"
