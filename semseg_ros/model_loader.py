@@ -39,9 +39,6 @@ def load_predictor(params, logger=None):
         if params[key] and not os.path.isfile(params[key]):
             raise ModelLoadError(f"{key} file not found: {params[key]}")
     check_device(params["device"])
-    if params["num_threads"] > 0:
-        import torch
-        torch.set_num_threads(params["num_threads"])
     from semseg_core import Predictor
     kwargs = dict(config=params["model_config"] or None, weights=params["weights"] or None,
                   device=params["device"])

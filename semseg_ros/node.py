@@ -94,7 +94,8 @@ class PerceptionNode(LifecycleNode):
     def on_activate(self, state):
         self._worker = FrameWorker(self._process, every_frame=self.params["process_every_frame"],
                                    queue_size=self.params["queue_size"],
-                                   on_error=self._on_worker_error).start()
+                                   on_error=self._on_worker_error,
+                                   on_start=self._set_inference_threads).start()
         input_qos = parameters.qos_profile(self.params, "image_qos")
         self._inputs.append(self.create_subscription(
             Image, "image", self._on_image, input_qos, callback_group=self._image_group,
@@ -227,6 +228,12 @@ class PerceptionNode(LifecycleNode):
         boxes = instance_boxes_3d(result.label_image, depth_m, intrinsics,
                                   min_points=self.params["depth_min_points"])
         publisher.publish(messages.detection3d_array(result, boxes, header))
+
+    def _set_inference_threads(self):
+        # torch's intra-op thread count is per calling thread (OpenMP): set it where inference runs
+        if self.params["num_threads"] > 0:
+            import torch
+            torch.set_num_threads(self.params["num_threads"])
 
     def _on_worker_error(self, error, trace):
         self.stats.count("failed")

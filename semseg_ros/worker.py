@@ -15,12 +15,13 @@ import traceback
 
 class FrameWorker:
     def __init__(self, process, every_frame=False, queue_size=30, block_timeout_s=10.0,
-                 on_error=None, name="semseg-inference"):
+                 on_error=None, on_start=None, name="semseg-inference"):
         self._process = process
         self._every_frame = bool(every_frame)
         self._queue_size = max(1, int(queue_size))
         self._block_timeout_s = float(block_timeout_s)
         self._on_error = on_error
+        self._on_start = on_start
         self._queue = collections.deque()
         self._cond = threading.Condition()
         self._stopping = False
@@ -83,6 +84,8 @@ class FrameWorker:
         return not self._thread.is_alive()
 
     def _run(self):
+        if self._on_start is not None:
+            self._on_start()
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._stopping or self._queue)

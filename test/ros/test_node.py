@@ -30,7 +30,7 @@ def node(probe, tiny_weights):
         "weights": tiny_weights, "model_config": str(TINY_CONFIG),
         "known_score_threshold": 0.0, "unknown_score_threshold": 0.0,
         "image_qos.reliability": "reliable", "image_qos.depth": 10,
-        "process_every_frame": True, "diagnostics_period": 0.5, "num_threads": 2,
+        "process_every_frame": True, "diagnostics_period": 0.5, "num_threads": 1,
     }, remappings=[("image", IMAGE_TOPIC)], log_dir=tempfile.mkdtemp())
     publisher = probe.publisher(IMAGE_TOPIC)
     detections, _ = probe.collect(Detection2DArray, f"{OUT}/detections")

@@ -23,7 +23,7 @@ def node(probe, tiny_weights, tmp_path_factory):
     process = NodeProcess(NAME, {
         "weights": tiny_weights, "model_config": str(TINY_CONFIG),
         "known_score_threshold": 0.0, "unknown_score_threshold": 0.0, "use_depth": True,
-        "diagnostics_period": 0.5, "num_threads": 2, "sync_tolerance": 0.001,
+        "diagnostics_period": 0.5, "num_threads": 1, "sync_tolerance": 0.001,
         "depth_min_points": 1,  # random weights give masks of a few pixels
     }, remappings=[("image", "/rt/image"), ("depth", "/rt/depth"),
                    ("camera_info", "/rt/camera_info")], log_dir=tmp_path_factory.mktemp("rt"))

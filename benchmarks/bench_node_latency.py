@@ -1,0 +1,178 @@
+"""What the ROS node adds on top of the model: stamp-to-publish latency vs bare Predictor time.
+
+    .venv/bin/python benchmarks/bench_node_latency.py [--config CFG] [--weights W] [--frames 20]
+
+Same frames (640x480 synthetic scenes) both ways, one after the other in one run:
+1. the bare ``Predictor`` in this process, and, alternating frame by frame,
+2. ``perception_node`` in a child process (every-frame mode, reliable QoS, one frame in flight at a
+   time so no queueing is measured): the node's own stamp-to-publish latency (its /diagnostics p50)
+   and the round trip seen by a subscriber here (publish -> detections received).
+Without --weights a random-weight checkpoint of the config is written to a temp folder (timing does
+not depend on the weights beyond the number of detections; node thresholds are 0 so every detection
+the model returns is published, the node's worst case).
+"""
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(100, 200)))
+
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def scenes(count, width=640, height=480):
+    rng = np.random.default_rng(0)
+    frames = []
+    for _ in range(count):
+        image = np.full((height, width, 3), rng.integers(40, 200), np.uint8)
+        for _ in range(6):
+            x0, y0 = rng.integers(0, width - 120), rng.integers(0, height - 120)
+            w, h = rng.integers(30, 120, size=2)
+            image[y0:y0 + h, x0:x0 + w] = rng.integers(0, 256, 3)
+        frames.append(image)
+    return frames
+
+
+def random_checkpoint(config, folder):
+    import torch
+    from semseg_core.checkpoint import save_checkpoint
+    from semseg_core.config import load_config
+    from semseg_core.modeling import build_model
+    cfg = load_config(config)
+    torch.manual_seed(0)
+    path = os.path.join(folder, "random.pt")
+    save_checkpoint(path, build_model(cfg), cfg, meta={"torch": str(torch.__version__)})
+    return path
+
+
+def bare_predictor(config, weights, threads):
+    import torch
+    from semseg_core import Predictor
+    torch.set_num_threads(threads)
+    return Predictor(config=config, weights=weights, device="cpu")
+
+
+def _timed_call(predictor, frame, threads, out):
+    import torch
+    torch.set_num_threads(threads)  # per thread (OpenMP), as the node does in its worker
+    start = time.perf_counter()
+    result = predictor(frame)
+    out["seconds"], out["detections"] = time.perf_counter() - start, len(result)
+
+
+def interleaved_run(config, weights, frames, threads):
+    """Per frame: the bare Predictor here, then the same frame through the node (alternating, so
+    both see the same load on a shared machine)."""
+    import semseg_ros  # noqa: F401  (DDS profile for 640x480 images)
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import Image
+    from vision_msgs.msg import Detection2DArray
+    from semseg_ros.image_codec import numpy_to_image_msg
+
+    name = "bench_perception"
+    command = [sys.executable, "-m", "semseg_ros.node", "--ros-args", "-r", f"__node:={name}",
+               "-r", "image:=/bench/image", "-p", f"weights:={weights}", "-p",
+               f"model_config:={config}", "-p", "known_score_threshold:=0.0", "-p",
+               "unknown_score_threshold:=0.0", "-p", "process_every_frame:=true", "-p",
+               "image_qos.reliability:=reliable", "-p", f"num_threads:={threads}",
+               "-p", "diagnostics_period:=0.5"]
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO))
+    rclpy.init()
+    node = rclpy.create_node("bench_probe")
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    publisher = node.create_publisher(Image, "/bench/image", qos)
+    arrived, diagnostics = {}, []
+    done = threading.Event()
+    node.create_subscription(Detection2DArray, f"/{name}/detections",
+                             lambda m: (arrived.__setitem__(
+                                 (m.header.stamp.sec, m.header.stamp.nanosec), time.time()),
+                                 done.set()), qos)
+    node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        deadline = time.monotonic() + 180
+        while publisher.get_subscription_count() == 0:
+            if process.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                raise RuntimeError(f"node did not start:\n{log.read().decode()[-3000:]}")
+            time.sleep(0.05)
+        predictor = bare_predictor(config, weights, threads)
+        round_trips, bare, counts = [], [], []
+        for index, frame in enumerate([frames[0]] + frames):   # first frame: warm-up
+            timed = {}
+            worker = threading.Thread(target=_timed_call, args=(predictor, frame, threads, timed))
+            worker.start()   # a fresh thread, like the node's inference worker
+            worker.join()
+            if index:
+                bare.append(timed["seconds"])
+                counts.append(timed["detections"])
+            msg = numpy_to_image_msg(frame, "rgb8")
+            msg.header.frame_id = "bench"
+            done.clear()
+            sent = time.time()
+            msg.header.stamp.sec, msg.header.stamp.nanosec = int(sent), int((sent % 1) * 1e9)
+            publisher.publish(msg)
+            key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+            while key not in arrived:
+                if not done.wait(120):
+                    raise RuntimeError("no output within 120 s")
+                done.clear()
+            if index:
+                round_trips.append(arrived[key] - sent)
+        time.sleep(1.2)  # one more diagnostics period
+        values = {kv.key: kv.value for m in diagnostics for s in m.status if name in s.name
+                  for kv in s.values}
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(30)
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return np.array(bare), counts, np.array(round_trips), values
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=str(REPO / "config/models/Synthetic/semseg_tiny.yaml"))
+    parser.add_argument("--weights", default="")
+    parser.add_argument("--frames", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    frames = scenes(args.frames)
+    with tempfile.TemporaryDirectory() as folder:
+        weights = args.weights or random_checkpoint(args.config, folder)
+        bare, counts, round_trips, diagnostics = interleaved_run(args.config, weights, frames,
+                                                                 args.threads)
+    bare_ms, trip_ms = np.median(bare) * 1e3, np.median(round_trips) * 1e3
+    node_p50 = float(diagnostics.get("latency_p50_ms", "nan"))
+    print(f"config: {Path(args.config).name}  frames: {len(frames)} x 640x480  threads: {args.threads}"
+          f"  detections/frame: {np.mean(counts):.1f}")
+    print(f"bare Predictor            median {bare_ms:8.1f} ms   p95 {np.percentile(bare, 95) * 1e3:8.1f} ms")
+    print(f"node stamp->publish (p50) {node_p50:8.1f} ms   (node's /diagnostics, includes "
+          f"its inference {diagnostics.get('inference_ms', 'nan')} ms)")
+    print(f"probe publish->receive    median {trip_ms:8.1f} ms   p95 "
+          f"{np.percentile(round_trips, 95) * 1e3:8.1f} ms")
+    for label, value in (("node", node_p50), ("round trip", trip_ms)):
+        print(f"overhead ({label}): {value - bare_ms:+.1f} ms, ratio {value / bare_ms:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
