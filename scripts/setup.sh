@@ -122,9 +122,14 @@ else
     "Check free disk space and write permission on $(dirname "$VENV")."
 fi
 PIP=("$VENV/bin/python" -m pip)
+# pip without the machine-config noise (one "Location ... is ignored" line per package for index
+# folders that do not exist); pip's own exit status is kept (pipefail).
+pip_quiet() {
+  "${PIP[@]}" "$@" 2>&1 | { grep -v -E "^WARNING: Location '.*' is ignored: it is neither a file nor a directory\.$" || true; }
+}
 
 step 4 "pinned Python packages (PyTorch, ROS 2 Jazzy wheels, tools; ~5 GB on a fresh machine)"
-"${PIP[@]}" install --disable-pip-version-check -q -c "$ROOT/constraints.txt" \
+pip_quiet install --disable-pip-version-check -q -c "$ROOT/constraints.txt" \
   -r "$ROOT/requirements.txt" -r "$ROOT/requirements-build.txt" ||
   die "pip could not install the pinned requirements (see pip's message above)." \
     "Check the package index / network, then run 'make setup' again."
@@ -143,7 +148,7 @@ else
 fi
 
 step 6 "semseg_ros (editable install + ROS package index entries)"
-"${PIP[@]}" install --disable-pip-version-check -q --no-deps --no-build-isolation -e "$ROOT" ||
+pip_quiet install --disable-pip-version-check -q --no-deps --no-build-isolation -e "$ROOT" ||
   die "pip could not install this package (pip -e $ROOT)." "See pip's message above."
 # An editable install leaves out data_files; link what ROS tooling looks up under the prefix:
 # launch_ros runs $prefix/lib/<pkg>/<exe>; ament_index finds the package by its resource marker.
