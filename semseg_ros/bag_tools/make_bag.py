@@ -10,7 +10,6 @@ rosbag2 ignores files its metadata does not list, so the folder stays a valid ba
 """
 import argparse
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path

@@ -1,7 +1,6 @@
 """Replay + record through the live node (real rclpy and Fast DDS on loopback, the node in a child
 process): every frame answered once, stamps one to one, and the recording's score equals the
 evaluator's result on the same predictions made offline by the Predictor."""
-import json
 import math
 from pathlib import Path
 
