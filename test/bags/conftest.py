@@ -1,15 +1,8 @@
-"""Fixtures for the bag tests: isolated DDS traffic (before rclpy starts) and a tiny random-weight
-checkpoint of the synthetic config, so the replay test does not depend on the trained embedded model."""
-import os
-import random
-import tempfile
+"""Fixtures for the bag tests (ROS traffic isolation comes from test/conftest.py): a tiny random-weight
+checkpoint of the synthetic config, so the replay tests do not depend on the trained embedded model."""
 from pathlib import Path
 
 import pytest
-
-os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid() + 6).randint(1, 200)))
-os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="semseg_bags_test_log_"))
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_CONFIG = REPO / "config" / "models" / "Synthetic" / "semseg_tiny.yaml"
