@@ -262,6 +262,10 @@ class Trainer:
                     self.save_checkpoint(it)
                 if eval_period > 0 and (it + 1) % eval_period == 0 and not last:
                     self.evaluate(f"iter{it:07d}", writer, it)
+        except BaseException:
+            if writer is not None:
+                writer.close()
+            raise
         finally:
             bar.close()
         # the final checkpoint carries the full state, so --resume after completion finds nothing left to do
