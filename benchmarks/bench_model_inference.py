@@ -1,96 +1,155 @@
-"""Time SemSeg R50-FPN inference against torchvision's Mask R-CNN R50-FPN on the same 640x480 image.
+"""Model inference, side by side: SemSeg (faithful and fast configs) vs torchvision Mask R-CNN R50-FPN.
 
-Both run end to end (resize to the 800/1333 test size, model, mask pasting) with random weights, in one
-process, medians over repeats after warm-up. SemSeg runs twice: the faithful config (no RPN NMS, ~4k
-proposals) and with MODEL.RPN.APPLY_NMS true (NMS 0.7, 1000 proposals). Random weights make the detection
-counts (and so the mask-head cost) unrepresentative; counts are printed so the comparison can be judged.
+    .venv/bin/python benchmarks/bench_model_inference.py                       # 640x480 and 800x1333, R50 + tiny
+    .venv/bin/python benchmarks/bench_model_inference.py --sizes 640x480 --variants tiny,tiny_fast --repeats 5
+    .venv/bin/python benchmarks/bench_model_inference.py --detections default --channels-last
 
-    .venv/bin/python benchmarks/bench_model_inference.py --device cpu --repeats 3
+Every variant runs end to end on the same HxWx3 uint8 image, batch 1: upload, test resize, model, mask
+pasting, host copy (the SemSeg Predictor also builds the label image). Random weights, so detection counts
+are arbitrary; with --detections fixed (default) every model is made to return the same number N of
+instances (score thresholds 0; SemSeg: UNK_THR 2.0 so all are known candidates, KNOWN_TOPK N; torchvision:
+box_score_thresh 0, detections_per_img N), which makes the mask-head and pasting work comparable.
+--detections default keeps each config's own thresholds (torchvision then usually returns 0 detections).
+Variants are timed round-robin (A B C A B C ...), medians after warm-up, so that a shared machine loads
+them alike. Variants:
+  r50 / r50_fast     SemSeg R50-FPN, config COCO/semseg_R50_FPN_128k.yaml / semseg_R50_FPN_fast.yaml
+  tiny / tiny_fast   the demo model's architecture, Synthetic/semseg_tiny.yaml / semseg_tiny_fast.yaml
+  tv                 torchvision maskrcnn_resnet50_fpn(weights=None, weights_backbone=None), test size 800/1333
+  tv_480             the same with min_size 480, max_size 640 (the fast config's test size)
+Ratios are against tv (same input image) and, for r50_fast, also against tv_480 (same network input size).
 """
 import argparse
-import json
 import os
-import statistics
 import sys
-import time
 import warnings
 
 import numpy as np
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import CONFIGS, emit, interleaved_medians, machine, peak_rss_mb  # noqa: E402
 
-from semseg_core.predictor import Predictor  # noqa: E402
-
-COCO_YAML = os.path.join(REPO, "config", "models", "COCO", "semseg_R50_FPN_128k.yaml")
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+SEMSEG_VARIANTS = ("r50", "r50_fast", "tiny", "tiny_fast")
+TV_VARIANTS = {"tv": (800, 1333), "tv_480": (480, 640)}
 
 
-def _time(fn, device: str, warmup: int, repeats: int):
-    for _ in range(warmup):
-        out = fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
+def fixed_detection_overrides(n: int):
+    return ["MODEL.ROI_HEADS.OBJ_SCORE_THRESH_TEST", "0.0", "MODEL.SOFTMAXCLS.KNOWN_SCORE_THRESH", "0.0",
+            "MODEL.SOFTMAXCLS.UNKNOWN_SCORE_THRESH", "0.0", "MODEL.DML.UNK_THR", "2.0",
+            "MODEL.SOFTMAXCLS.KNOWN_TOPK", str(n), "TEST.DETECTIONS_PER_IMAGE", str(max(n, 100))]
+
+
+def build_semseg(name, device="cpu", amp=None, fixed=None, channels_last=False, overrides=()):
+    """A callable image -> number of detections, running the Predictor of variant `name` (random weights)."""
+    from semseg_core.predictor import Predictor
+    torch.manual_seed(0)
+    extra = list(overrides) + (fixed_detection_overrides(fixed) if fixed else [])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "randomly initialised"
+        predictor = Predictor(config=CONFIGS[name], device=device, amp=amp, overrides=extra)
+    if channels_last:
+        predictor.model.to(memory_format=torch.channels_last)
+    return predictor, (lambda image: len(predictor(image)))
+
+
+def build_torchvision(name, device="cpu", amp=None, fixed=None, channels_last=False):
+    from torchvision.models.detection import maskrcnn_resnet50_fpn
+    min_size, max_size = TV_VARIANTS[name]
+    kwargs = {"box_score_thresh": 0.0, "box_detections_per_img": fixed} if fixed else {}
+    torch.manual_seed(0)
+    model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, min_size=min_size, max_size=max_size,
+                                  **kwargs).eval().to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
+
+    def run(image):
+        with torch.inference_mode(), torch.autocast(torch.device(device).type, dtype=dtype, enabled=amp is not None):
+            tensor = torch.from_numpy(image).to(device).permute(2, 0, 1).float().div_(255)
+            out = model([tensor])[0]
+            masks = (out["masks"][:, 0] >= 0.5).cpu()  # the host copy, as the Predictor does
+            return int(masks.shape[0])
+    return model, run
+
+
+def build_variant(name, **kwargs):
+    base = name[:-3] if name.endswith("+cl") else name
+    kwargs["channels_last"] = name.endswith("+cl")
+    if base in SEMSEG_VARIANTS:
+        return build_semseg(base, **kwargs)
+    if base in TV_VARIANTS:
+        return build_torchvision(base, **kwargs)
+    raise SystemExit(f"unknown variant {name!r}; choose from {SEMSEG_VARIANTS + tuple(TV_VARIANTS)} (+cl)")
+
+
+def test_image(width, height):
+    """A frame with flat rectangles on a textured background (content matters little with random weights)."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 80, (height, width, 3), dtype=np.uint8)
+    for _ in range(8):
+        x0, y0 = rng.integers(0, width * 3 // 4), rng.integers(0, height * 3 // 4)
+        image[y0:y0 + height // 5, x0:x0 + width // 6] = rng.integers(60, 256, 3)
+    return image
+
+
+def ratios(medians: dict) -> dict:
+    out = {}
+    for name, seconds in medians.items():
+        if name.startswith("tv"):
+            continue
+        if "tv" in medians:
+            out[f"{name}/tv"] = round(seconds / medians["tv"], 3)
+        if name.startswith("r50_fast") and "tv_480" in medians:
+            out[f"{name}/tv_480"] = round(seconds / medians["tv_480"], 3)
+    return out
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="640x480,800x1333", help="WxH list; 800x1333 = 1333 wide, 800 high")
+    parser.add_argument("--variants", default="r50,r50_fast,tv,tv_480,tiny,tiny_fast",
+                        help="comma list (add +cl for channels_last, e.g. r50_fast+cl)")
+    parser.add_argument("--detections", default="fixed", choices=["fixed", "default"])
+    parser.add_argument("--num-detections", type=int, default=50, help="N for --detections fixed")
+    parser.add_argument("--channels-last", action="store_true", help="also time r50_fast+cl and tiny_fast+cl")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--amp", choices=["fp16", "bf16"], default=None, help="autocast (CUDA only)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--amp", choices=["fp16", "bf16"], default=None, help="autocast (CUDA only)")
+    parser.add_argument("--json-out", default=None, help="also write the JSON line to this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    variants = [v for v in args.variants.split(",") if v]
+    if args.channels_last:
+        variants += [f"{v}+cl" for v in ("r50_fast", "tiny_fast") if v in variants]
+    fixed = args.num_detections if args.detections == "fixed" else None
 
-    results = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "randomly initialised"
-        for name, overrides in (("semseg_faithful", []), ("semseg_rpn_nms", ["MODEL.RPN.APPLY_NMS", "true"])):
-            predictor = Predictor(config=COCO_YAML, device=args.device, amp=args.amp, overrides=overrides)
-            seconds, out = _time(lambda: predictor(image), args.device, args.warmup, args.repeats)
-            results[name] = {"median_s": seconds, "detections": len(out)}
-            del predictor
-
-    from torchvision.models.detection import maskrcnn_resnet50_fpn
-    tv = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).eval().to(args.device)
-    tensor = torch.from_numpy(image).permute(2, 0, 1).float().div(255).to(args.device)
-
-    def run_tv():
-        with torch.inference_mode(), torch.autocast(args.device.split(":")[0], dtype=torch.float16 if args.amp == "fp16"
-                                                    else torch.bfloat16, enabled=args.amp is not None):
-            out = tv([tensor])[0]
-            return (out["masks"] >= 0.5).cpu()  # include the host copy, as the Predictor does
-
-    seconds, masks = _time(run_tv, args.device, args.warmup, args.repeats)
-    results["torchvision_maskrcnn"] = {"median_s": seconds, "detections": int(masks.shape[0])}
-
-    base = results["torchvision_maskrcnn"]["median_s"]
-    device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else \
-        f"cpu ({args.threads} threads)"
-    print(f"640x480 input, device {device_name}, amp {args.amp}, median of {args.repeats} after {args.warmup} warm-up")
-    for name, r in results.items():
-        print(f"  {name:22s} {r['median_s'] * 1000:9.1f} ms  ratio vs torchvision {r['median_s'] / base:5.2f}  "
-              f"detections {r['detections']}")
-    summary = {"input": "640x480", "device": device_name, "amp": args.amp, "repeats": args.repeats,
-               **{f"{k}_s": round(v["median_s"], 4) for k, v in results.items()},
-               "ratio_faithful_vs_torchvision": round(results["semseg_faithful"]["median_s"] / base, 3),
-               "ratio_rpn_nms_vs_torchvision": round(results["semseg_rpn_nms"]["median_s"] / base, 3)}
-    print(json.dumps(summary))
+    results = {"benchmark": "model_inference", "machine": machine(args.threads, args.device), "amp": args.amp,
+               "detections": f"fixed {fixed}" if fixed else "default thresholds", "repeats": args.repeats,
+               "warmup": args.warmup, "sizes": {}}
+    for size in args.sizes.split(","):
+        width, height = (int(v) for v in size.lower().split("x"))
+        image = test_image(width, height)
+        keep, fns = [], {}
+        for name in variants:
+            model, fn = build_variant(name, device=args.device, amp=args.amp, fixed=fixed)
+            keep.append(model)
+            fns[name] = (lambda f: (lambda: f(image)))(fn)
+        timed = interleaved_medians(fns, args.device, args.warmup, args.repeats)
+        medians = {name: t[0] for name, t in timed.items()}
+        print(f"{size} input, {results['machine']}, {results['detections']}, median of {args.repeats} "
+              f"after {args.warmup} warm-up", file=sys.stderr)
+        for name, (seconds, all_s, count) in timed.items():
+            print(f"  {name:14s} {seconds * 1000:9.1f} ms  ({', '.join(f'{s * 1000:.0f}' for s in all_s)})  "
+                  f"detections {count}", file=sys.stderr)
+        results["sizes"][size] = {"median_ms": {k: round(v * 1000, 1) for k, v in medians.items()},
+                                  "detections": {k: t[2] for k, t in timed.items()}, "ratio": ratios(medians)}
+        print(f"  ratios: {results['sizes'][size]['ratio']}", file=sys.stderr)
+        del keep, fns
+    results["peak_rss_mb_all_variants"] = round(peak_rss_mb(), 1)
+    emit(results, args.json_out)
     return 0
 
 
