@@ -1,0 +1,126 @@
+"""Training step, side by side: SemSeg vs torchvision Mask R-CNN R50-FPN, same batch, same images and targets.
+
+    .venv/bin/python benchmarks/bench_training.py                     # R50 + tiny, batch 2 of 640x480, 3 steps
+    .venv/bin/python benchmarks/bench_training.py --variants tiny,tv --size 256x256 --batch 2 --repeats 5
+
+One step = forward with targets, sum of the losses, backward, SGD step (lr 1e-4, momentum 0.9). Images are
+given at the size the network sees (SemSeg's model takes resized images; torchvision's resize is set to
+that size so it does nothing). Random weights; every variant is timed round-robin, medians after warm-up.
+Variants:
+  r50      SemSeg R50-FPN (COCO config: FrozenBN, stem + res2 frozen, as the authors train)
+  tiny     SemSeg tiny (Synthetic config: ResNet-18, GN, nothing frozen)
+  tv       torchvision maskrcnn_resnet50_fpn(weights=None, weights_backbone=None): with no weights torchvision
+           trains all 5 trunk stages with BatchNorm
+  tv_frozen  the same with trainable_backbone_layers=3 and FrozenBatchNorm2d (the R50 set-up of SemSeg)
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import CONFIGS, emit, interleaved_medians, machine, peak_rss_mb  # noqa: E402
+
+
+def make_batch(batch, width, height, objects=4, num_known=6, seed=0):
+    """Images with rectangles and their boxes/masks; returns (semseg inputs, torchvision images, targets)."""
+    rng = np.random.default_rng(seed)
+    semseg, tv_images, tv_targets = [], [], []
+    for index in range(batch):
+        image = torch.from_numpy(rng.integers(0, 80, (3, height, width), dtype=np.uint8))
+        boxes, masks = [], torch.zeros((objects, height, width), dtype=torch.uint8)
+        for k in range(objects):
+            w, h = int(rng.integers(width // 8, width // 3)), int(rng.integers(height // 8, height // 3))
+            x0, y0 = int(rng.integers(0, width - w)), int(rng.integers(0, height - h))
+            image[:, y0:y0 + h, x0:x0 + w] = torch.from_numpy(rng.integers(100, 256, (3, 1, 1), dtype=np.uint8))
+            masks[k, y0:y0 + h, x0:x0 + w] = 1
+            boxes.append([x0, y0, x0 + w, y0 + h])
+        boxes = torch.tensor(boxes, dtype=torch.float32)
+        classes = torch.from_numpy(rng.integers(0, num_known, objects)).long()
+        semseg.append({"image": image, "height": height, "width": width, "image_id": index,
+                       "instances": {"boxes": boxes, "classes": classes, "masks": masks}})
+        tv_images.append(image.float() / 255)
+        tv_targets.append({"boxes": boxes, "labels": classes + 1, "masks": masks})
+    return semseg, tv_images, tv_targets
+
+
+def build_semseg(name, semseg_inputs):
+    from semseg_core.config import load_config
+    from semseg_core.modeling import build_model
+    torch.manual_seed(0)
+    cfg = load_config(CONFIGS[name], ["MODEL.DEVICE", "cpu"])
+    model = build_model(cfg).train()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+
+    def step():
+        losses = model(semseg_inputs)
+        total = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        return float(total)
+    return model, step
+
+
+def build_torchvision(name, images, targets, width, height):
+    from torchvision.models.detection import maskrcnn_resnet50_fpn
+    from torchvision.ops import FrozenBatchNorm2d
+    torch.manual_seed(0)
+    frozen = {"trainable_backbone_layers": 3, "norm_layer": FrozenBatchNorm2d} if name == "tv_frozen" else {}
+    model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=7,
+                                  min_size=min(width, height), max_size=max(width, height), **frozen).train()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+
+    def step():
+        losses = model(images, targets)
+        total = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        return float(total)
+    return model, step
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", default="r50,tv,tv_frozen,tiny")
+    parser.add_argument("--size", default="640x480", help="WxH of every training image (network input size)")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json-out", default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    semseg_inputs, images, targets = make_batch(args.batch, width, height)
+    keep, steps = [], {}
+    for name in [v for v in args.variants.split(",") if v]:
+        if name in ("r50", "tiny"):
+            model, step = build_semseg(name, semseg_inputs)
+        elif name in ("tv", "tv_frozen"):
+            model, step = build_torchvision(name, images, targets, width, height)
+        else:
+            raise SystemExit(f"unknown variant {name!r}")
+        keep.append(model)
+        steps[name] = step
+    timed = interleaved_medians(steps, "cpu", args.warmup, args.repeats)
+    medians = {name: t[0] for name, t in timed.items()}
+    print(f"training step, batch {args.batch} x {args.size}, {machine(args.threads)}, median of {args.repeats} "
+          f"after {args.warmup} warm-up", file=sys.stderr)
+    for name, (seconds, all_s, loss) in timed.items():
+        print(f"  {name:10s} {seconds:7.2f} s/iter  ({', '.join(f'{s:.2f}' for s in all_s)})  loss {loss:.3f}",
+              file=sys.stderr)
+    ratio = {f"{n}/{base}": round(medians[n] / medians[base], 3) for n in medians if not n.startswith("tv")
+             for base in ("tv", "tv_frozen") if base in medians}
+    emit({"benchmark": "training_step", "machine": machine(args.threads), "batch": args.batch, "size": args.size,
+          "repeats": args.repeats, "s_per_iter": {k: round(v, 3) for k, v in medians.items()}, "ratio": ratio,
+          "peak_rss_mb_all_variants": round(peak_rss_mb(), 1)}, args.json_out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
