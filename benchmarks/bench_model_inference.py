@@ -8,7 +8,10 @@ Every variant runs end to end on the same HxWx3 uint8 image, batch 1: upload, te
 pasting, host copy (the SemSeg Predictor also builds the label image). Random weights, so detection counts
 are arbitrary; with --detections fixed (default) every model is made to return the same number N of
 instances (score thresholds 0; SemSeg: UNK_THR 2.0 so all are known candidates, KNOWN_TOPK N; torchvision:
-box_score_thresh 0, detections_per_img N), which makes the mask-head and pasting work comparable.
+box_score_thresh 0, detections_per_img N), which makes the mask-head and pasting work comparable. In that
+mode SemSeg's two box regressors are also set to identity (RPN ltrb = half the anchor, box deltas 0): random
+R50 features (FrozenBN = identity, caffe input) give degenerate boxes that post-processing drops, whereas
+proposals = anchors and boxes = proposals are valid boxes of the right sizes (the compute is unchanged).
 --detections default keeps each config's own thresholds (torchvision then usually returns 0 detections).
 Variants are timed round-robin (A B C A B C ...), medians after warm-up, so that a shared machine loads
 them alike. Variants:
@@ -47,9 +50,19 @@ def build_semseg(name, device="cpu", amp=None, fixed=None, channels_last=False, 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "randomly initialised"
         predictor = Predictor(config=CONFIGS[name], device=device, amp=amp, overrides=extra)
+    if fixed:
+        identity_box_regressors(predictor.model)
     if channels_last:
         predictor.model.to(memory_format=torch.channels_last)
     return predictor, (lambda image: len(predictor(image)))
+
+
+@torch.no_grad()
+def identity_box_regressors(model):
+    """RPN ltrb = 0.5 (x anchor size: proposal = anchor); box-head deltas = 0 (box = proposal)."""
+    for layer, bias in ((model.rpn.head.box_deltas, 0.5), (model.roi_heads.box_predictor.bbox_pred, 0.0)):
+        layer.weight.zero_()
+        layer.bias.fill_(bias)
 
 
 def build_torchvision(name, device="cpu", amp=None, fixed=None, channels_last=False):

@@ -1,12 +1,17 @@
 """What the ROS node adds on top of the model: stamp-to-publish latency vs bare Predictor time.
 
     .venv/bin/python benchmarks/bench_node_latency.py [--config CFG] [--weights W] [--frames 20]
+    .venv/bin/python benchmarks/bench_node_latency.py --config config/models/Synthetic/semseg_tiny_fast.yaml \
+        --weights semseg_core/assets/semseg_tiny_synthetic.pt --stream-seconds 10
 
 Same frames (640x480 synthetic scenes) both ways, one after the other in one run:
 1. the bare ``Predictor`` in this process, and, alternating frame by frame,
-2. ``perception_node`` in a child process (every-frame mode, reliable QoS, one frame in flight at a
-   time so no queueing is measured): the node's own stamp-to-publish latency (its /diagnostics p50)
-   and the round trip seen by a subscriber here (publish -> detections received).
+2. ``perception_node`` in a child process (latest-frame mode, reliable QoS, one frame in flight at a
+   time so no queueing is measured and no frame is dropped): the node's own stamp-to-publish latency
+   (its /diagnostics p50) and the round trip seen by a subscriber here (publish -> detections received).
+3. then (--stream-seconds > 0) a camera stream at --stream-hz into the same node (latest-frame mode, as a
+   robot runs it): output frames/s end to end and stamp-to-receipt latency of what comes out.
+The last line is a JSON summary.
 Without --weights a random-weight checkpoint of the config is written to a temp folder (timing does
 not depend on the weights beyond the number of detections; node thresholds are 0 so every detection
 the model returns is published, the node's worst case).
@@ -28,6 +33,8 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(100, 200)))
 import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import emit, machine  # noqa: E402
 
 
 def scenes(count, width=640, height=480):
@@ -70,7 +77,7 @@ def _timed_call(predictor, frame, threads, out):
     out["seconds"], out["detections"] = time.perf_counter() - start, len(result)
 
 
-def interleaved_run(config, weights, frames, threads):
+def interleaved_run(config, weights, frames, threads, stream_hz=30.0, stream_seconds=0.0):
     """Per frame: the bare Predictor here, then the same frame through the node (alternating, so
     both see the same load on a shared machine)."""
     import semseg_ros  # noqa: F401  (DDS profile for 640x480 images)
@@ -86,7 +93,7 @@ def interleaved_run(config, weights, frames, threads):
     command = [sys.executable, "-m", "semseg_ros.node", "--ros-args", "-r", f"__node:={name}",
                "-r", "image:=/bench/image", "-p", f"weights:={weights}", "-p",
                f"model_config:={config}", "-p", "known_score_threshold:=0.0", "-p",
-               "unknown_score_threshold:=0.0", "-p", "process_every_frame:=true", "-p",
+               "unknown_score_threshold:=0.0", "-p", "process_every_frame:=false", "-p",
                "image_qos.reliability:=reliable", "-p", f"num_threads:={threads}",
                "-p", "diagnostics_period:=0.5"]
     log = tempfile.TemporaryFile()
@@ -139,13 +146,45 @@ def interleaved_run(config, weights, frames, threads):
         time.sleep(1.2)  # one more diagnostics period
         values = {kv.key: kv.value for m in diagnostics for s in m.status if name in s.name
                   for kv in s.values}
+        stream = stream_run(publisher, arrived, frames, stream_hz, stream_seconds) if stream_seconds > 0 else {}
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(30)
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
-    return np.array(bare), counts, np.array(round_trips), values
+    return np.array(bare), counts, np.array(round_trips), values, stream
+
+
+def stream_run(publisher, arrived, frames, hz, seconds):
+    """Publish frames at `hz` for `seconds` (a camera); the node keeps only the latest waiting frame.
+    Returns output frames/s and stamp-to-receipt latencies of the frames that came out."""
+    from semseg_ros.image_codec import numpy_to_image_msg
+    messages = []
+    for frame in frames:
+        msg = numpy_to_image_msg(frame, "rgb8")
+        msg.header.frame_id = "bench"
+        messages.append(msg)
+    sent = {}
+    start = time.monotonic()
+    next_time, index = start, 0
+    while time.monotonic() - start < seconds:
+        msg = messages[index % len(messages)]
+        now = time.time()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = int(now), int((now % 1) * 1e9)
+        sent[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = now
+        publisher.publish(msg)
+        index += 1
+        next_time += 1.0 / hz
+        time.sleep(max(0.0, next_time - time.monotonic()))
+    time.sleep(2.0)  # let the frame in flight come out
+    latencies = sorted(arrived[k] - t for k, t in sent.items() if k in arrived)
+    received = [arrived[k] for k in sent if k in arrived]
+    span = (max(received) - min(received)) if len(received) > 1 else float("nan")
+    return {"input_hz": hz, "seconds": seconds, "published": len(sent), "processed": len(latencies),
+            "output_fps": round((len(received) - 1) / span, 2) if len(received) > 1 else 0.0,
+            "latency_p50_ms": round(float(np.median(latencies)) * 1e3, 1) if latencies else None,
+            "latency_p95_ms": round(float(np.percentile(latencies, 95)) * 1e3, 1) if latencies else None}
 
 
 def main(argv=None):
@@ -154,12 +193,15 @@ def main(argv=None):
     parser.add_argument("--weights", default="")
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--stream-hz", type=float, default=30.0, help="camera rate of the stream phase")
+    parser.add_argument("--stream-seconds", type=float, default=0.0, help="length of the stream phase (0: none)")
+    parser.add_argument("--json-out", default=None)
     args = parser.parse_args(argv)
     frames = scenes(args.frames)
     with tempfile.TemporaryDirectory() as folder:
         weights = args.weights or random_checkpoint(args.config, folder)
-        bare, counts, round_trips, diagnostics = interleaved_run(args.config, weights, frames,
-                                                                 args.threads)
+        bare, counts, round_trips, diagnostics, stream = interleaved_run(
+            args.config, weights, frames, args.threads, args.stream_hz, args.stream_seconds)
     bare_ms, trip_ms = np.median(bare) * 1e3, np.median(round_trips) * 1e3
     node_p50 = float(diagnostics.get("latency_p50_ms", "nan"))
     print(f"config: {Path(args.config).name}  frames: {len(frames)} x 640x480  threads: {args.threads}"
@@ -171,6 +213,17 @@ def main(argv=None):
           f"{np.percentile(round_trips, 95) * 1e3:8.1f} ms")
     for label, value in (("node", node_p50), ("round trip", trip_ms)):
         print(f"overhead ({label}): {value - bare_ms:+.1f} ms, ratio {value / bare_ms:.3f}")
+    if stream:
+        print(f"stream {stream['input_hz']:.0f} Hz for {stream['seconds']:.0f} s: {stream['output_fps']} frames/s out, "
+              f"latency p50 {stream['latency_p50_ms']} ms p95 {stream['latency_p95_ms']} ms "
+              f"({stream['processed']}/{stream['published']} frames processed)")
+    emit({"benchmark": "node_latency", "machine": machine(args.threads), "config": Path(args.config).name,
+          "weights": Path(args.weights).name if args.weights else "random", "frames": len(frames),
+          "detections_per_frame": round(float(np.mean(counts)), 1),
+          "bare_predictor_ms": round(float(bare_ms), 1), "node_stamp_to_publish_p50_ms": round(node_p50, 1),
+          "round_trip_ms": round(float(trip_ms), 1), "overhead_node_ms": round(node_p50 - bare_ms, 1),
+          "overhead_round_trip_ms": round(float(trip_ms - bare_ms), 1),
+          "sequential_fps_round_trip": round(1000.0 / trip_ms, 2), "stream": stream}, args.json_out)
     return 0
 
 
