@@ -86,13 +86,28 @@ def build_torchvision(name, device="cpu", amp=None, fixed=None, channels_last=Fa
 
 
 def build_variant(name, **kwargs):
-    base = name[:-3] if name.endswith("+cl") else name
-    kwargs["channels_last"] = name.endswith("+cl")
+    """name = base[+cl][@threads]: +cl = channels_last weights, @N = torch threads while it runs."""
+    base, _, threads = name.partition("@")
+    kwargs["channels_last"] = base.endswith("+cl")
+    base = base[:-3] if base.endswith("+cl") else base
     if base in SEMSEG_VARIANTS:
-        return build_semseg(base, **kwargs)
-    if base in TV_VARIANTS:
-        return build_torchvision(base, **kwargs)
-    raise SystemExit(f"unknown variant {name!r}; choose from {SEMSEG_VARIANTS + tuple(TV_VARIANTS)} (+cl)")
+        model, run = build_semseg(base, **kwargs)
+    elif base in TV_VARIANTS:
+        model, run = build_torchvision(base, **kwargs)
+    else:
+        raise SystemExit(f"unknown variant {name!r}; choose from {SEMSEG_VARIANTS + tuple(TV_VARIANTS)} "
+                         "(+cl, @threads)")
+    if not threads:
+        return model, run
+
+    def run_with_threads(image):
+        previous = torch.get_num_threads()
+        torch.set_num_threads(int(threads))
+        try:
+            return run(image)
+        finally:
+            torch.set_num_threads(previous)
+    return model, run_with_threads
 
 
 def test_image(width, height):
@@ -122,7 +137,7 @@ def main(argv=None) -> int:
                                      epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="640x480,800x1333", help="WxH list; 800x1333 = 1333 wide, 800 high")
     parser.add_argument("--variants", default="r50,r50_fast,tv,tv_480,tiny,tiny_fast",
-                        help="comma list (add +cl for channels_last, e.g. r50_fast+cl)")
+                        help="comma list; suffix +cl = channels_last, @N = N torch threads (r50_fast+cl@1)")
     parser.add_argument("--detections", default="fixed", choices=["fixed", "default"])
     parser.add_argument("--num-detections", type=int, default=50, help="N for --detections fixed")
     parser.add_argument("--channels-last", action="store_true", help="also time r50_fast+cl and tiny_fast+cl")
