@@ -46,17 +46,26 @@ def make_batch(batch, width, height, objects=4, num_known=6, seed=0):
     return semseg, tv_images, tv_targets
 
 
-def build_semseg(name, semseg_inputs):
+def to_device(semseg_inputs, images, targets, device):
+    if device == "cpu":
+        return semseg_inputs, images, targets
+    move = (lambda d: {k: (v.to(device) if torch.is_tensor(v) else move(v) if isinstance(v, dict) else v)
+                       for k, v in d.items()})
+    return [move(x) for x in semseg_inputs], [i.to(device) for i in images], [move(t) for t in targets]
+
+
+def build_semseg(name, semseg_inputs, device="cpu", amp=None):
     from semseg_core.config import load_config
     from semseg_core.modeling import build_model
     torch.manual_seed(0)
-    cfg = load_config(CONFIGS[name], ["MODEL.DEVICE", "cpu"])
-    model = build_model(cfg).train()
+    cfg = load_config(CONFIGS[name], ["MODEL.DEVICE", device])
+    model = build_model(cfg).to(device).train()
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
 
     def step():
-        losses = model(semseg_inputs)
-        total = sum(losses.values())
+        with autocast(device, amp):
+            losses = model(semseg_inputs)
+            total = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
@@ -64,18 +73,24 @@ def build_semseg(name, semseg_inputs):
     return model, step
 
 
-def build_torchvision(name, images, targets, width, height):
+def autocast(device, amp):
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(torch.device(device).type, dtype=dtype, enabled=amp is not None)
+
+
+def build_torchvision(name, images, targets, width, height, device="cpu", amp=None):
     from torchvision.models.detection import maskrcnn_resnet50_fpn
     from torchvision.ops import FrozenBatchNorm2d
     torch.manual_seed(0)
     frozen = {"trainable_backbone_layers": 3, "norm_layer": FrozenBatchNorm2d} if name == "tv_frozen" else {}
     model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=7,
-                                  min_size=min(width, height), max_size=max(width, height), **frozen).train()
+                                  min_size=min(width, height), max_size=max(width, height), **frozen).to(device).train()
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
 
     def step():
-        losses = model(images, targets)
-        total = sum(losses.values())
+        with autocast(device, amp):
+            losses = model(images, targets)
+            total = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
@@ -92,33 +107,41 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--amp", choices=["fp16", "bf16"], default=None, help="autocast (CUDA; no grad scaler)")
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     width, height = (int(v) for v in args.size.lower().split("x"))
-    semseg_inputs, images, targets = make_batch(args.batch, width, height)
+    semseg_inputs, images, targets = to_device(*make_batch(args.batch, width, height), args.device)
     keep, steps = [], {}
     for name in [v for v in args.variants.split(",") if v]:
         if name in ("r50", "tiny"):
-            model, step = build_semseg(name, semseg_inputs)
+            model, step = build_semseg(name, semseg_inputs, args.device, args.amp)
         elif name in ("tv", "tv_frozen"):
-            model, step = build_torchvision(name, images, targets, width, height)
+            model, step = build_torchvision(name, images, targets, width, height, args.device, args.amp)
         else:
             raise SystemExit(f"unknown variant {name!r}")
         keep.append(model)
         steps[name] = step
-    timed = interleaved_medians(steps, "cpu", args.warmup, args.repeats)
+    if args.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    timed = interleaved_medians(steps, args.device, args.warmup, args.repeats)
     medians = {name: t[0] for name, t in timed.items()}
     print(f"training step, batch {args.batch} x {args.size}, {machine(args.threads)}, median of {args.repeats} "
           f"after {args.warmup} warm-up", file=sys.stderr)
+    machine_text = machine(args.threads, args.device)
     for name, (seconds, all_s, loss) in timed.items():
         print(f"  {name:10s} {seconds:7.2f} s/iter  ({', '.join(f'{s:.2f}' for s in all_s)})  loss {loss:.3f}",
               file=sys.stderr)
     ratio = {f"{n}/{base}": round(medians[n] / medians[base], 3) for n in medians if not n.startswith("tv")
              for base in ("tv", "tv_frozen") if base in medians}
-    emit({"benchmark": "training_step", "machine": machine(args.threads), "batch": args.batch, "size": args.size,
-          "repeats": args.repeats, "s_per_iter": {k: round(v, 3) for k, v in medians.items()}, "ratio": ratio,
-          "peak_rss_mb_all_variants": round(peak_rss_mb(), 1)}, args.json_out)
+    summary = {"benchmark": "training_step", "machine": machine_text, "amp": args.amp, "batch": args.batch,
+               "size": args.size, "repeats": args.repeats, "s_per_iter": {k: round(v, 3) for k, v in medians.items()},
+               "ratio": ratio, "peak_rss_mb_all_variants": round(peak_rss_mb(), 1)}
+    if args.device.startswith("cuda"):
+        summary["peak_gpu_allocated_mb_all_variants"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
+    emit(summary, args.json_out)
     return 0
 
 
