@@ -62,11 +62,11 @@ def random_checkpoint(config, folder):
     return path
 
 
-def bare_predictor(config, weights, threads):
+def bare_predictor(config, weights, threads, device="cpu"):
     import torch
     from semseg_core import Predictor
     torch.set_num_threads(threads)
-    return Predictor(config=config, weights=weights, device="cpu")
+    return Predictor(config=config, weights=weights, device=device)
 
 
 def _timed_call(predictor, frame, threads, out):
@@ -77,7 +77,7 @@ def _timed_call(predictor, frame, threads, out):
     out["seconds"], out["detections"] = time.perf_counter() - start, len(result)
 
 
-def interleaved_run(config, weights, frames, threads, stream_hz=30.0, stream_seconds=0.0):
+def interleaved_run(config, weights, frames, threads, stream_hz=30.0, stream_seconds=0.0, device="cpu"):
     """Per frame: the bare Predictor here, then the same frame through the node (alternating, so
     both see the same load on a shared machine)."""
     import semseg_ros  # noqa: F401  (DDS profile for 640x480 images)
@@ -95,7 +95,7 @@ def interleaved_run(config, weights, frames, threads, stream_hz=30.0, stream_sec
                f"model_config:={config}", "-p", "known_score_threshold:=0.0", "-p",
                "unknown_score_threshold:=0.0", "-p", "process_every_frame:=false", "-p",
                "image_qos.reliability:=reliable", "-p", f"num_threads:={threads}",
-               "-p", "diagnostics_period:=0.5"]
+               "-p", "diagnostics_period:=0.5", "-p", f"device:={device}"]
     log = tempfile.TemporaryFile()
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO))
     rclpy.init()
@@ -120,7 +120,7 @@ def interleaved_run(config, weights, frames, threads, stream_hz=30.0, stream_sec
                 log.seek(0)
                 raise RuntimeError(f"node did not start:\n{log.read().decode()[-3000:]}")
             time.sleep(0.05)
-        predictor = bare_predictor(config, weights, threads)
+        predictor = bare_predictor(config, weights, threads, device)
         round_trips, bare, counts = [], [], []
         for index, frame in enumerate([frames[0]] + frames):   # first frame: warm-up
             timed = {}
@@ -195,13 +195,14 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--stream-hz", type=float, default=30.0, help="camera rate of the stream phase")
     parser.add_argument("--stream-seconds", type=float, default=0.0, help="length of the stream phase (0: none)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (node and bare Predictor)")
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args(argv)
     frames = scenes(args.frames)
     with tempfile.TemporaryDirectory() as folder:
         weights = args.weights or random_checkpoint(args.config, folder)
         bare, counts, round_trips, diagnostics, stream = interleaved_run(
-            args.config, weights, frames, args.threads, args.stream_hz, args.stream_seconds)
+            args.config, weights, frames, args.threads, args.stream_hz, args.stream_seconds, args.device)
     bare_ms, trip_ms = np.median(bare) * 1e3, np.median(round_trips) * 1e3
     node_p50 = float(diagnostics.get("latency_p50_ms", "nan"))
     print(f"config: {Path(args.config).name}  frames: {len(frames)} x 640x480  threads: {args.threads}"
@@ -217,7 +218,7 @@ def main(argv=None):
         print(f"stream {stream['input_hz']:.0f} Hz for {stream['seconds']:.0f} s: {stream['output_fps']} frames/s out, "
               f"latency p50 {stream['latency_p50_ms']} ms p95 {stream['latency_p95_ms']} ms "
               f"({stream['processed']}/{stream['published']} frames processed)")
-    emit({"benchmark": "node_latency", "machine": machine(args.threads), "config": Path(args.config).name,
+    emit({"benchmark": "node_latency", "machine": machine(args.threads, args.device), "config": Path(args.config).name,
           "weights": Path(args.weights).name if args.weights else "random", "frames": len(frames),
           "detections_per_frame": round(float(np.mean(counts)), 1),
           "bare_predictor_ms": round(float(bare_ms), 1), "node_stamp_to_publish_p50_ms": round(node_p50, 1),
