@@ -166,7 +166,9 @@ class Predictor:
         h, w = image.shape[:2]
         if h == 0 or w == 0:
             raise ValueError(f"image {index}: empty image {image.shape}")
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).to(self.device, non_blocking=True).permute(2, 0, 1)
+        if not (image.flags.c_contiguous and image.flags.writeable):
+            image = np.array(image)  # torch.from_numpy wants a writable, contiguous array (e.g. ROS buffers are read-only)
+        tensor = torch.from_numpy(image).to(self.device, non_blocking=True).permute(2, 0, 1)
         if color != self.input_format.lower():
             tensor = tensor.flip(0)  # RGB <-> BGR
         new_h, new_w = resize_shortest_edge_size(h, w, int(self.cfg.INPUT.MIN_SIZE_TEST),
@@ -192,9 +194,13 @@ class Predictor:
         else:
             masks = torch.zeros((n, height, width), dtype=torch.bool, device=boxes.device)
         if n > 0:
-            # First (= highest-scoring) instance covering a pixel wins; ids are 1..N in this order.
-            first = masks.to(torch.uint8).argmax(dim=0)
-            labels = torch.where(masks.any(dim=0), first.to(torch.int32) + 1, torch.zeros_like(first, dtype=torch.int32))
+            # First (= highest-scoring) instance covering a pixel wins; ids are 1..N in this order. Weight
+            # instance k by N - k and take the max over instances: one vectorised pass (argmax over dim 0 is
+            # ~6x slower on the CPU).
+            dtype = torch.uint8 if n < 256 else torch.int32
+            rank = torch.arange(n, 0, -1, dtype=dtype, device=masks.device).view(n, 1, 1)
+            best = (masks.to(dtype) * rank).amax(dim=0).to(torch.int32)
+            labels = torch.where(best > 0, (n + 1) - best, torch.zeros((), dtype=torch.int32, device=masks.device))
         else:
             labels = torch.zeros((height, width), dtype=torch.int32, device=boxes.device)
         label_image = labels.to(torch.uint16).cpu().numpy()  # one device-to-host copy of the label image

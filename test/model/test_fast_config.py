@@ -88,3 +88,22 @@ def test_fast_tiny_predictor_valid_with_fewer_rois(tmp_path):
         for k in range(n - 1, -1, -1):  # highest score wins where masks overlap
             expected[r.masks[k]] = k + 1
         np.testing.assert_array_equal(r.label_image, expected)
+
+
+@pytest.mark.parametrize("n", [3, 300])  # uint8 ranks below 256 instances, int32 above
+def test_label_image_highest_score_wins(n):
+    """The vectorised label image (max over score-ranked masks) equals painting from the lowest score up."""
+    with pytest.warns(UserWarning, match="randomly initialised"):
+        predictor = Predictor(config=os.path.join(MODELS, "Synthetic", "semseg_tiny.yaml"))
+    gen = torch.Generator().manual_seed(n)
+    xy = torch.randint(0, 50, (n, 2), generator=gen).float()
+    size = torch.randint(4, 20, (n, 2), generator=gen).float()
+    out = {"boxes": torch.cat([xy, xy + size], dim=1), "scores": torch.rand(n, generator=gen),
+           "classes": torch.zeros(n, dtype=torch.int64), "unknown_scores": torch.rand(n, generator=gen),
+           "mask_probs": torch.rand(n, 1, 28, 28, generator=gen)}
+    r = predictor._to_result(out, 64, 72)
+    expected = np.zeros((64, 72), dtype=np.uint16)
+    for k in range(n - 1, -1, -1):
+        expected[r.masks[k]] = k + 1
+    assert r.masks.any(axis=(1, 2)).sum() > min(n, 200) // 2
+    np.testing.assert_array_equal(r.label_image, expected)
