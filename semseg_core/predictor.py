@@ -126,6 +126,8 @@ class Predictor:
             warnings.warn("Predictor without weights: the model is randomly initialised", stacklevel=2)
         else:
             apply_checkpoint(model, checkpoint if checkpoint is not None else load_checkpoint(weights), weights)
+        if cfg.MODEL.CHANNELS_LAST:
+            model.to(memory_format=torch.channels_last)
         self.model = model.eval()
 
     # ---------------------------------------------------------------------------------------------------------

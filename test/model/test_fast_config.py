@@ -16,9 +16,10 @@ MODELS = os.path.join(REPO, "config", "models")
 # (faithful, fast, the switches the fast config is allowed to change: all test-time only)
 PAIRS = [
     ("Synthetic/semseg_tiny.yaml", "Synthetic/semseg_tiny_fast.yaml",
-     {"MODEL.RPN.APPLY_NMS", "MODEL.RPN.POST_NMS_TOPK_TEST"}),
+     {"MODEL.RPN.APPLY_NMS", "MODEL.RPN.POST_NMS_TOPK_TEST", "MODEL.CHANNELS_LAST"}),
     ("COCO/semseg_R50_FPN_128k.yaml", "COCO/semseg_R50_FPN_fast.yaml",
-     {"MODEL.RPN.APPLY_NMS", "MODEL.RPN.POST_NMS_TOPK_TEST", "INPUT.MIN_SIZE_TEST", "INPUT.MAX_SIZE_TEST"}),
+     {"MODEL.RPN.APPLY_NMS", "MODEL.RPN.POST_NMS_TOPK_TEST", "INPUT.MIN_SIZE_TEST", "INPUT.MAX_SIZE_TEST",
+      "MODEL.CHANNELS_LAST"}),
 ]
 
 
@@ -41,6 +42,7 @@ def test_fast_config_differs_only_in_documented_switches(faithful, fast, switche
     changed = {k for k in a if a[k] != b[k]}
     assert changed == switches, f"undocumented differences: {sorted(changed ^ switches)}"
     assert a["MODEL.RPN.APPLY_NMS"] is False and b["MODEL.RPN.APPLY_NMS"] is True
+    assert a["MODEL.CHANNELS_LAST"] is False and b["MODEL.CHANNELS_LAST"] is True
 
 
 def _scene(h=240, w=320):
@@ -80,6 +82,7 @@ def test_fast_tiny_predictor_valid_with_fewer_rois(tmp_path):
     r_faithful, rows_faithful = _box_head_rows(faithful, image)
     r_fast, rows_fast = _box_head_rows(fast, image)
     assert rows_fast <= fast.cfg.MODEL.RPN.POST_NMS_TOPK_TEST < rows_faithful
+    assert fast.model.backbone.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     for r in (r_faithful, r_fast):
         n = len(r)
         assert n > 0 and r.masks.shape == (n, 240, 320) and r.label_image.shape == (240, 320)
