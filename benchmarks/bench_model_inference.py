@@ -17,6 +17,7 @@ Variants are timed round-robin (A B C A B C ...), medians after warm-up, so that
 them alike. Variants:
   r50 / r50_fast     SemSeg R50-FPN, config COCO/semseg_R50_FPN_128k.yaml / semseg_R50_FPN_fast.yaml
   tiny / tiny_fast   the demo model's architecture, Synthetic/semseg_tiny.yaml / semseg_tiny_fast.yaml
+  (suffix -cl: without channels_last, +cl: with it; @N: N torch threads for that variant)
   tv                 torchvision maskrcnn_resnet50_fpn(weights=None, weights_backbone=None), test size 800/1333
   tv_480             the same with min_size 480, max_size 640 (the fast config's test size)
 Ratios are against tv (same input image) and, for r50_fast, also against tv_480 (same network input size).
@@ -42,18 +43,18 @@ def fixed_detection_overrides(n: int):
             "MODEL.SOFTMAXCLS.KNOWN_TOPK", str(n), "TEST.DETECTIONS_PER_IMAGE", str(max(n, 100))]
 
 
-def build_semseg(name, device="cpu", amp=None, fixed=None, channels_last=False, overrides=()):
+def build_semseg(name, device="cpu", amp=None, fixed=None, channels_last=None, overrides=()):
     """A callable image -> number of detections, running the Predictor of variant `name` (random weights)."""
     from semseg_core.predictor import Predictor
     torch.manual_seed(0)
     extra = list(overrides) + (fixed_detection_overrides(fixed) if fixed else [])
+    if channels_last is not None:  # None: as the config says (MODEL.CHANNELS_LAST)
+        extra += ["MODEL.CHANNELS_LAST", str(bool(channels_last)).lower()]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "randomly initialised"
         predictor = Predictor(config=CONFIGS[name], device=device, amp=amp, overrides=extra)
     if fixed:
         identity_box_regressors(predictor.model)
-    if channels_last:
-        predictor.model.to(memory_format=torch.channels_last)
     return predictor, (lambda image: len(predictor(image)))
 
 
@@ -65,7 +66,7 @@ def identity_box_regressors(model):
         layer.bias.fill_(bias)
 
 
-def build_torchvision(name, device="cpu", amp=None, fixed=None, channels_last=False):
+def build_torchvision(name, device="cpu", amp=None, fixed=None, channels_last=None):
     from torchvision.models.detection import maskrcnn_resnet50_fpn
     min_size, max_size = TV_VARIANTS[name]
     kwargs = {"box_score_thresh": 0.0, "box_detections_per_img": fixed} if fixed else {}
@@ -86,17 +87,18 @@ def build_torchvision(name, device="cpu", amp=None, fixed=None, channels_last=Fa
 
 
 def build_variant(name, **kwargs):
-    """name = base[+cl][@threads]: +cl = channels_last weights, @N = torch threads while it runs."""
+    """name = base[+cl|-cl][@threads]: +cl / -cl = channels_last weights on / off (default: as the config
+    says; the fast configs set MODEL.CHANNELS_LAST), @N = torch threads while it runs."""
     base, _, threads = name.partition("@")
-    kwargs["channels_last"] = base.endswith("+cl")
-    base = base[:-3] if base.endswith("+cl") else base
+    kwargs["channels_last"] = {"+cl": True, "-cl": False}.get(base[-3:])
+    base = base[:-3] if base[-3:] in ("+cl", "-cl") else base
     if base in SEMSEG_VARIANTS:
         model, run = build_semseg(base, **kwargs)
     elif base in TV_VARIANTS:
         model, run = build_torchvision(base, **kwargs)
     else:
         raise SystemExit(f"unknown variant {name!r}; choose from {SEMSEG_VARIANTS + tuple(TV_VARIANTS)} "
-                         "(+cl, @threads)")
+                         "(+cl, -cl, @threads)")
     if not threads:
         return model, run
 
@@ -137,10 +139,11 @@ def main(argv=None) -> int:
                                      epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="640x480,800x1333", help="WxH list; 800x1333 = 1333 wide, 800 high")
     parser.add_argument("--variants", default="r50,r50_fast,tv,tv_480,tiny,tiny_fast",
-                        help="comma list; suffix +cl = channels_last, @N = N torch threads (r50_fast+cl@1)")
+                        help="comma list; suffix +cl / -cl = channels_last on / off, @N = N torch threads (r50+cl@1)")
     parser.add_argument("--detections", default="fixed", choices=["fixed", "default"])
     parser.add_argument("--num-detections", type=int, default=50, help="N for --detections fixed")
-    parser.add_argument("--channels-last", action="store_true", help="also time r50_fast+cl and tiny_fast+cl")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="ablation: also time r50_fast-cl and tiny_fast-cl (fast configs without channels_last)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", choices=["fp16", "bf16"], default=None, help="autocast (CUDA only)")
     parser.add_argument("--repeats", type=int, default=3)
@@ -151,7 +154,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     variants = [v for v in args.variants.split(",") if v]
     if args.channels_last:
-        variants += [f"{v}+cl" for v in ("r50_fast", "tiny_fast") if v in variants]
+        variants += [f"{v}-cl" for v in ("r50_fast", "tiny_fast") if v in variants]
     fixed = args.num_detections if args.detections == "fixed" else None
 
     results = {"benchmark": "model_inference", "machine": machine(args.threads, args.device), "amp": args.amp,
