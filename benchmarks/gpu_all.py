@@ -57,7 +57,7 @@ class LeanFrame:
         self.host_out = {}  # pinned output buffers by byte size
 
     def __call__(self, image: np.ndarray):
-        from semseg_core.modeling.postprocess import paste_masks
+        from semseg_core.modeling.postprocess import label_image_from_masks, paste_masks
         h, w = self.height, self.width
         self.host_in.numpy()[...] = image
         tensor = self.host_in.to(self.device, non_blocking=True).permute(2, 0, 1)
@@ -74,8 +74,7 @@ class LeanFrame:
             n = int(order.numel())
             if n:
                 masks = paste_masks(out["mask_probs"][order].float(), boxes, h, w)
-                first = masks.to(torch.uint8).argmax(dim=0).to(torch.int16) + 1
-                label = torch.where(masks.any(dim=0), first, torch.zeros_like(first))
+                label = label_image_from_masks(masks).to(torch.int16)
             else:
                 label = torch.zeros((h, w), dtype=torch.int16, device=self.device)
             dets = torch.cat([boxes, scores[order, None], out["classes"][order, None].float(),

@@ -182,7 +182,7 @@ class Predictor:
         return {"image": tensor.contiguous(), "height": h, "width": w}
 
     def _to_result(self, out: dict, height: int, width: int) -> Result:
-        from .modeling.postprocess import paste_masks
+        from .modeling.postprocess import label_image_from_masks, paste_masks
 
         scores = out["scores"].float()
         order = torch.argsort(scores, descending=True, stable=True)
@@ -195,16 +195,8 @@ class Predictor:
             masks = paste_masks(out["mask_probs"][order].float(), boxes, height, width)
         else:
             masks = torch.zeros((n, height, width), dtype=torch.bool, device=boxes.device)
-        if n > 0:
-            # First (= highest-scoring) instance covering a pixel wins; ids are 1..N in this order. Weight
-            # instance k by N - k and take the max over instances: one vectorised pass (argmax over dim 0 is
-            # ~6x slower on the CPU).
-            dtype = torch.uint8 if n < 256 else torch.int32
-            rank = torch.arange(n, 0, -1, dtype=dtype, device=masks.device).view(n, 1, 1)
-            best = (masks.to(dtype) * rank).amax(dim=0).to(torch.int32)
-            labels = torch.where(best > 0, (n + 1) - best, torch.zeros((), dtype=torch.int32, device=masks.device))
-        else:
-            labels = torch.zeros((height, width), dtype=torch.int32, device=boxes.device)
+        # First (= highest-scoring) instance covering a pixel wins; ids are 1..N in this order.
+        labels = label_image_from_masks(masks)
         label_image = labels.to(torch.uint16).cpu().numpy()  # one device-to-host copy of the label image
         class_ids = classes.cpu().numpy().astype(np.int64)
         is_known = class_ids != UNKNOWN_ID
