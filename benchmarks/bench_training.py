@@ -11,7 +11,7 @@ Variants:
   tiny     SemSeg tiny (Synthetic config: ResNet-18, GN, nothing frozen)
   tv       torchvision maskrcnn_resnet50_fpn(weights=None, weights_backbone=None): with no weights torchvision
            trains all 5 trunk stages with BatchNorm
-  tv_frozen  the same with trainable_backbone_layers=3 and FrozenBatchNorm2d (the R50 set-up of SemSeg)
+  tv_frozen  the same with FrozenBatchNorm2d and stem + layer1 frozen (the R50 set-up of SemSeg)
 """
 import argparse
 import os
@@ -69,7 +69,7 @@ def build_semseg(name, semseg_inputs, device="cpu", amp=None):
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
-        return float(total)
+        return float(total.detach())
     return model, step
 
 
@@ -82,9 +82,12 @@ def build_torchvision(name, images, targets, width, height, device="cpu", amp=No
     from torchvision.models.detection import maskrcnn_resnet50_fpn
     from torchvision.ops import FrozenBatchNorm2d
     torch.manual_seed(0)
-    frozen = {"trainable_backbone_layers": 3, "norm_layer": FrozenBatchNorm2d} if name == "tv_frozen" else {}
+    frozen = {"norm_layer": FrozenBatchNorm2d} if name == "tv_frozen" else {}
     model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=7,
                                   min_size=min(width, height), max_size=max(width, height), **frozen).to(device).train()
+    if name == "tv_frozen":  # torchvision ignores trainable_backbone_layers without weights: freeze stem + res2 here
+        for module in (model.backbone.body.conv1, model.backbone.body.layer1):
+            module.requires_grad_(False)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
 
     def step():
@@ -94,7 +97,7 @@ def build_torchvision(name, images, targets, width, height, device="cpu", amp=No
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
-        return float(total)
+        return float(total.detach())
     return model, step
 
 
