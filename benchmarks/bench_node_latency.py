@@ -14,7 +14,8 @@ Same frames (640x480 synthetic scenes) both ways, one after the other in one run
 The last line is a JSON summary.
 Without --weights a random-weight checkpoint of the config is written to a temp folder (timing does
 not depend on the weights beyond the number of detections; node thresholds are 0 so every detection
-the model returns is published, the node's worst case).
+the model returns is published, the node's worst case); --fixed-detections N makes a random model return
+N instances per frame (a random R50 otherwise returns almost none).
 """
 import argparse
 import os
@@ -50,16 +51,32 @@ def scenes(count, width=640, height=480):
     return frames
 
 
-def random_checkpoint(config, folder):
+def random_checkpoint(config, folder, fixed_detections=0):
+    """A random-weight checkpoint of `config`. With fixed_detections N, also a derived config (thresholds 0,
+    N known detections) and identity box regressors, as in bench_model_inference.py's fixed mode, so that a
+    random R50 returns N valid instances; returns (config, weights)."""
     import torch
     from semseg_core.checkpoint import save_checkpoint
     from semseg_core.config import load_config
     from semseg_core.modeling import build_model
-    cfg = load_config(config)
+    if fixed_detections:
+        derived = os.path.join(folder, "fixed_detections.yaml")
+        with open(derived, "w") as f:
+            f.write(f"_BASE_: {os.path.abspath(config)}\n"
+                    "MODEL:\n  ROI_HEADS:\n    OBJ_SCORE_THRESH_TEST: 0.0\n"
+                    f"  SOFTMAXCLS:\n    KNOWN_SCORE_THRESH: 0.0\n    UNKNOWN_SCORE_THRESH: 0.0\n"
+                    f"    KNOWN_TOPK: {fixed_detections}\n  DML:\n    UNK_THR: 2.0\n"
+                    f"TEST:\n  DETECTIONS_PER_IMAGE: {max(fixed_detections, 100)}\n")
+        config = derived
+    cfg = load_config(config, ["MODEL.DEVICE", "cpu"])  # built and saved on the CPU; the node picks its device
     torch.manual_seed(0)
+    model = build_model(cfg)
+    if fixed_detections:
+        from bench_model_inference import identity_box_regressors
+        identity_box_regressors(model)
     path = os.path.join(folder, "random.pt")
-    save_checkpoint(path, build_model(cfg), cfg, meta={"torch": str(torch.__version__)})
-    return path
+    save_checkpoint(path, model, cfg, meta={"torch": str(torch.__version__)})
+    return config, path
 
 
 def bare_predictor(config, weights, threads, device="cpu"):
@@ -196,13 +213,16 @@ def main(argv=None):
     parser.add_argument("--stream-hz", type=float, default=30.0, help="camera rate of the stream phase")
     parser.add_argument("--stream-seconds", type=float, default=0.0, help="length of the stream phase (0: none)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (node and bare Predictor)")
+    parser.add_argument("--fixed-detections", type=int, default=0,
+                        help="random weights only: make the model return N detections per frame (0: its own)")
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args(argv)
     frames = scenes(args.frames)
     with tempfile.TemporaryDirectory() as folder:
-        weights = args.weights or random_checkpoint(args.config, folder)
+        config, weights = ((args.config, args.weights) if args.weights else
+                           random_checkpoint(args.config, folder, args.fixed_detections))
         bare, counts, round_trips, diagnostics, stream = interleaved_run(
-            args.config, weights, frames, args.threads, args.stream_hz, args.stream_seconds, args.device)
+            config, weights, frames, args.threads, args.stream_hz, args.stream_seconds, args.device)
     bare_ms, trip_ms = np.median(bare) * 1e3, np.median(round_trips) * 1e3
     node_p50 = float(diagnostics.get("latency_p50_ms", "nan"))
     print(f"config: {Path(args.config).name}  frames: {len(frames)} x 640x480  threads: {args.threads}"

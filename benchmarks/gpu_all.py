@@ -15,7 +15,8 @@ Parts (each can be skipped with --skip):
   memory     peak GPU memory (torch.cuda.max_memory_allocated / reserved) per variant and precision.
   training   bench_training.py on the GPU (fp32 and bf16 autocast), batch 2 of 640x480.
   node       bench_node_latency.py with device cuda: R50 fast config (random weights) and the tiny fast
-             config, stamp-to-publish vs bare Predictor, then a 30 Hz stream (target: >= 30 frames/s R50 fast).
+             config, 20 detections a frame, stamp-to-publish vs bare Predictor, then a 30 Hz stream (target:
+             >= 30 frames/s R50 fast).
 Without CUDA it stops with an error (exit status 2); --dry-run-cpu runs the same code on the CPU at a toy
 size to check the script itself (no timings worth reading).
 """
@@ -192,7 +193,8 @@ def part_node(args, results):
     configs = [("r50_fast", 40), ("tiny_fast", 40)] if not args.dry_run_cpu else [("tiny_fast", 3)]
     for name, frames in configs:
         command = [os.path.join(HERE, "bench_node_latency.py"), "--device", args.device, "--config", CONFIGS[name],
-                   "--frames", str(frames), "--stream-seconds", "10" if not args.dry_run_cpu else "2"]
+                   "--frames", str(frames), "--stream-seconds", "10" if not args.dry_run_cpu else "2",
+                   "--fixed-detections", "20"]
         results["node"][name] = run_child(command, 900)
         print(f"[node {name}] {results['node'][name]}", file=sys.stderr)
 
