@@ -110,3 +110,12 @@ def test_label_image_highest_score_wins(n):
         expected[r.masks[k]] = k + 1
     assert r.masks.any(axis=(1, 2)).sum() > min(n, 200) // 2
     np.testing.assert_array_equal(r.label_image, expected)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA path")
+def test_gpu_benchmark_script_fails_clearly_without_cuda():
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "gpu_all.py"), "--skip", "node"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "CUDA is not available" in done.stderr
