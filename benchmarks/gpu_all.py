@@ -93,52 +93,52 @@ class LeanFrame:
 
 def part_inference(args, sizes, results):
     variants = ["r50", "r50_fast", "tv", "tv_480", "tiny_fast"] if not args.dry_run_cpu else ["tiny_fast", "tv_480"]
-    for precision in args.precisions:
-        for size in sizes:
-            width, height = size
-            image = test_image(width, height)
-            keep, fns = [], {}
-            for name in variants:
-                model, fn = build_variant(name, device=args.device, amp=PRECISIONS[precision], fixed=50)
-                keep.append(model)
-                fns[name] = (lambda f: (lambda: f(image)))(fn)
-            timed = interleaved_medians(fns, args.device, args.warmup, args.repeats)
-            key = f"{precision} {width}x{height}"
-            med = {k: t[0] for k, t in timed.items()}
-            results["inference"][key] = {
-                "median_ms": {k: round(v * 1000, 2) for k, v in med.items()},
-                "fps": {k: round(1.0 / v, 1) for k, v in med.items()},
-                "detections": {k: t[2] for k, t in timed.items()},
-                "ratio_vs_tv": {k: round(v / med["tv"], 3) for k, v in med.items() if "tv" in med}}
-            print(f"[inference {key}] {results['inference'][key]['median_ms']}", file=sys.stderr)
-            del keep, fns
+
+    def measure(precision, width, height):
+        image = test_image(width, height)
+        keep, fns = [], {}
+        for name in variants:
+            model, fn = build_variant(name, device=args.device, amp=PRECISIONS[precision], fixed=50)
+            keep.append(model)
+            fns[name] = (lambda f: (lambda: f(image)))(fn)
+        timed = interleaved_medians(fns, args.device, args.warmup, args.repeats)
+        key = f"{precision} {width}x{height}"
+        med = {k: t[0] for k, t in timed.items()}
+        results["inference"][key] = {
+            "median_ms": {k: round(v * 1000, 2) for k, v in med.items()},
+            "fps": {k: round(1.0 / v, 1) for k, v in med.items()},
+            "detections": {k: t[2] for k, t in timed.items()},
+            "ratio_vs_tv": {k: round(v / med["tv"], 3) for k, v in med.items() if "tv" in med}}
+        print(f"[inference {key}] {results['inference'][key]['median_ms']}", file=sys.stderr)
+
+    each_setting(args, sizes, "inference", results, measure)
 
 
 def part_lean(args, sizes, results):
     names = ["r50_fast", "tiny_fast"] if not args.dry_run_cpu else ["tiny_fast"]
-    for precision in args.precisions:
-        for width, height in sizes:
-            image = test_image(width, height)
-            fns, keep = {}, []
-            for name in names:
-                predictor, stock = build_variant(name, device=args.device, amp=PRECISIONS[precision], fixed=50)
-                keep.append(predictor)
-                fns[f"{name}_predictor"] = (lambda f: (lambda: f(image)))(stock)
-                lean = LeanFrame(predictor, height, width, args.device)
-                fns[f"{name}_lean"] = (lambda f: (lambda: f(image)))(lean)
-                if args.compile:
-                    p2, _ = build_variant(name, device=args.device, amp=PRECISIONS[precision], fixed=50)
-                    p2.model.backbone = torch.compile(p2.model.backbone, dynamic=False)
-                    keep.append(p2)
-                    fns[f"{name}_lean_compiled"] = (lambda f: (lambda: f(image)))(
-                        LeanFrame(p2, height, width, args.device))
-            # compiled variants need several warm-up calls (compilation happens in the first)
-            timed = interleaved_medians(fns, args.device, max(args.warmup, 3 if args.compile else 1), args.repeats)
-            key = f"{precision} {width}x{height}"
-            results["lean"][key] = {"median_ms": {k: round(t[0] * 1000, 2) for k, t in timed.items()},
-                                    "fps": {k: round(1.0 / t[0], 1) for k, t in timed.items()}}
-            print(f"[lean {key}] {results['lean'][key]['median_ms']}", file=sys.stderr)
-            del fns, keep
+
+    def measure(precision, width, height):
+        image = test_image(width, height)
+        fns, keep = {}, []
+        for name in names:
+            predictor, stock = build_variant(name, device=args.device, amp=PRECISIONS[precision], fixed=50)
+            keep.append(predictor)
+            fns[f"{name}_predictor"] = (lambda f: (lambda: f(image)))(stock)
+            fns[f"{name}_lean"] = (lambda f: (lambda: f(image)))(LeanFrame(predictor, height, width, args.device))
+            if args.compile:
+                compiled, _ = build_variant(name, device=args.device, amp=PRECISIONS[precision], fixed=50)
+                compiled.model.backbone = torch.compile(compiled.model.backbone, dynamic=False)
+                keep.append(compiled)
+                fns[f"{name}_lean_compiled"] = (lambda f: (lambda: f(image)))(
+                    LeanFrame(compiled, height, width, args.device))
+        # compiled variants need several warm-up calls (compilation happens in the first)
+        timed = interleaved_medians(fns, args.device, max(args.warmup, 3 if args.compile else 1), args.repeats)
+        key = f"{precision} {width}x{height}"
+        results["lean"][key] = {"median_ms": {k: round(t[0] * 1000, 2) for k, t in timed.items()},
+                                "fps": {k: round(1.0 / t[0], 1) for k, t in timed.items()}}
+        print(f"[lean {key}] {results['lean'][key]['median_ms']}", file=sys.stderr)
+
+    each_setting(args, sizes, "lean", results, measure)
 
 
 def part_memory(args, sizes, results):
@@ -162,6 +162,20 @@ def part_memory(args, sizes, results):
                     results["memory"][key] = {"peak_rss_mb_process": round(peak_rss_mb(), 1)}
                 del model, fn
     print(f"[memory] {results['memory']}", file=sys.stderr)
+
+
+def each_setting(args, sizes, part, results, measure):
+    """measure(precision, width, height) for every precision and size; a failure is recorded under its key
+    and the other settings still run (e.g. one op without fp16 support must not hide the bf16 figures)."""
+    for precision in args.precisions:
+        for width, height in sizes:
+            try:
+                measure(precision, width, height)
+            except Exception as error:
+                results[part][f"{precision} {width}x{height}"] = {"error": f"{type(error).__name__}: {error}"}
+                print(f"[{part} {precision} {width}x{height}] failed: {error}", file=sys.stderr)
+            if args.device.startswith("cuda"):
+                torch.cuda.empty_cache()
 
 
 def run_child(command, timeout):
