@@ -131,11 +131,17 @@ class Predictor:
         self.model = model.eval()
 
     # ---------------------------------------------------------------------------------------------------------
-    def __call__(self, image: np.ndarray, color: str = "rgb") -> Result:
-        return self.predict_batch([image], color=color)[0]
+    def __call__(self, image: np.ndarray, color: str = "rgb", known_min_score: float = 0.0,
+                 unknown_min_score: float = 0.0) -> Result:
+        return self.predict_batch([image], color=color, known_min_score=known_min_score,
+                                  unknown_min_score=unknown_min_score)[0]
 
-    def predict_batch(self, images: Sequence[np.ndarray], color: str = "rgb") -> List[Result]:
-        """Run one batch; each Result's inference_time_s is the batch time divided by the batch size."""
+    def predict_batch(self, images: Sequence[np.ndarray], color: str = "rgb", known_min_score: float = 0.0,
+                      unknown_min_score: float = 0.0) -> List[Result]:
+        """Run one batch; each Result's inference_time_s is the batch time divided by the batch size.
+
+        known_min_score / unknown_min_score: drop known / unknown instances scoring below these before their
+        masks are pasted (a caller's publish thresholds, e.g. the node's; 0 keeps what the model returns)."""
         color = str(color).lower()
         if color not in ("rgb", "bgr"):
             raise ValueError(f"color must be 'rgb' or 'bgr', got {color!r}")
@@ -147,7 +153,8 @@ class Predictor:
         inputs = [self._prepare(image, color, i) for i, image in enumerate(images)]
         with torch.inference_mode(), self._autocast():
             outputs = self.model(inputs)
-            results = [self._to_result(out, item["height"], item["width"]) for out, item in zip(outputs, inputs)]
+            results = [self._to_result(out, item["height"], item["width"], known_min_score, unknown_min_score)
+                       for out, item in zip(outputs, inputs)]
         per_image = (time.perf_counter() - start) / len(results)
         for r in results:
             r.inference_time_s = per_image
@@ -181,10 +188,16 @@ class Predictor:
             tensor = resized[0].round_().clamp_(0, 255).to(torch.uint8)
         return {"image": tensor.contiguous(), "height": h, "width": w}
 
-    def _to_result(self, out: dict, height: int, width: int) -> Result:
+    def _to_result(self, out: dict, height: int, width: int, known_min_score: float = 0.0,
+                   unknown_min_score: float = 0.0) -> Result:
         from .modeling.postprocess import label_image_from_masks, paste_masks
 
         scores = out["scores"].float()
+        if known_min_score > 0 or unknown_min_score > 0:  # before pasting: masks only for kept instances
+            unknown = out["classes"] == UNKNOWN_ID
+            keep = torch.where(unknown, scores >= unknown_min_score, scores >= known_min_score)
+            out = {k: v[keep] if torch.is_tensor(v) and v.shape[:1] == keep.shape else v for k, v in out.items()}
+            scores = scores[keep]
         order = torch.argsort(scores, descending=True, stable=True)
         boxes = out["boxes"].float()[order]
         scores = scores[order]

@@ -119,3 +119,34 @@ def test_gpu_benchmark_script_fails_clearly_without_cuda():
     done = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "gpu_all.py"), "--skip", "node"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "CUDA is not available" in done.stderr
+
+
+def test_min_scores_drop_instances_before_pasting(monkeypatch):
+    """Publish thresholds given to the Predictor: dropped instances are never pasted; the kept ones, their
+    masks and the label image equal the full result filtered afterwards."""
+    from semseg_core.constants import UNKNOWN_ID
+    from semseg_core.modeling import postprocess
+
+    with pytest.warns(UserWarning, match="randomly initialised"):
+        predictor = Predictor(config=os.path.join(MODELS, "Synthetic", "semseg_tiny.yaml"))
+    gen = torch.Generator().manual_seed(3)
+    n = 12
+    xy = torch.randint(0, 40, (n, 2), generator=gen).float()
+    out = {"boxes": torch.cat([xy, xy + 25], dim=1), "scores": torch.linspace(0.95, 0.05, n),
+           "classes": torch.tensor([UNKNOWN_ID, 0, 1] * 4), "unknown_scores": torch.rand(n, generator=gen),
+           "mask_probs": torch.rand(n, 1, 28, 28, generator=gen)}
+    pasted = []
+    original = postprocess.paste_masks
+    monkeypatch.setattr(postprocess, "paste_masks", lambda m, *a, **k: pasted.append(len(m)) or original(m, *a, **k))
+    full = predictor._to_result(dict(out), 64, 72)
+    kept = predictor._to_result(dict(out), 64, 72, known_min_score=0.5, unknown_min_score=0.3)
+    unknown = full.class_ids == UNKNOWN_ID
+    expect = np.where(unknown, full.scores >= 0.3, full.scores >= 0.5)
+    assert pasted == [n, int(expect.sum())] and 0 < expect.sum() < n
+    np.testing.assert_array_equal(kept.scores, full.scores[expect])
+    np.testing.assert_array_equal(kept.class_ids, full.class_ids[expect])
+    np.testing.assert_array_equal(kept.masks, full.masks[expect])
+    label = np.zeros((64, 72), dtype=np.uint16)
+    for k in range(len(kept) - 1, -1, -1):
+        label[kept.masks[k]] = k + 1
+    np.testing.assert_array_equal(kept.label_image, label)
