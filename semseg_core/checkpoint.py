@@ -77,6 +77,7 @@ def save_checkpoint(path: str, model: Union[nn.Module, Mapping[str, torch.Tensor
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a checkpoint is meant to be shared
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -303,6 +304,27 @@ def _convert_d2(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    """Training checkpoint -> deployable model file: weights only (fp16 if asked), config embedded, overrides applied."""
+    from semseg_core.config import get_cfg
+
+    checkpoint = load_checkpoint(args.input)
+    text = checkpoint_config_text(checkpoint)
+    if not text:
+        raise CheckpointError(f"{args.input} has no embedded config; export needs one of our training checkpoints")
+    cfg = get_cfg()
+    cfg.merge_from_str(text, source=f"config embedded in {args.input}")
+    cfg.merge_from_list(list(args.opts) + ["MODEL.WEIGHTS", ""])
+    state = {k: (v.half() if args.half and v.is_floating_point() else v) for k, v in checkpoint["model"].items()}
+    meta = {"exported_from": os.path.basename(args.input), "half": bool(args.half)}
+    if "iteration" in checkpoint:
+        meta["iteration"] = int(checkpoint["iteration"])
+    save_checkpoint(args.output, state, cfg, meta=meta)
+    size = os.path.getsize(args.output) / 2**20
+    print(f"wrote {args.output} ({size:.1f} MB, {len(state)} tensors{', fp16' if args.half else ''})")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m semseg_core.checkpoint", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -311,9 +333,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     conv.add_argument("output", help="output checkpoint (our format, config embedded)")
     conv.add_argument("--config", required=True, help="model YAML, e.g. config/models/COCO/semseg_R50_FPN_128k.yaml")
     conv.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides")
-    args = parser.parse_args(argv)
+    export = sub.add_parser("export", help="training checkpoint -> compact model file for the Predictor / node")
+    export.add_argument("input", help="our checkpoint, e.g. OUTPUT_DIR/model_final.pth")
+    export.add_argument("output", help="output model file (weights + config, no optimizer state)")
+    export.add_argument("--half", action="store_true", help="store floating-point weights in fp16 (half the size)")
+    export.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides, e.g. MODEL.DML.UNK_THR 0.3")
+    args, extra = parser.parse_known_args(argv)  # KEY VALUE overrides may follow the options
+    if any(item.startswith("-") for item in extra):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.opts = list(args.opts) + extra
     try:
-        return _convert_d2(args)
+        return _convert_d2(args) if args.command == "convert-d2" else _export(args)
     except (CheckpointError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -6,7 +6,6 @@ taken after it is ``model_{it:07d}.pth`` and resuming from it starts at ``it + 1
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -280,7 +279,7 @@ class Trainer:
 # ------------------------------------------------------------------------------------------- evaluation
 def evaluate_datasets(cfg, model: torch.nn.Module, output_dir: str, tag: str) -> Dict[str, Any]:
     """``evaluate_model`` on each test dataset; the metrics go to ``output_dir/metrics_{tag}.json``."""
-    from semseg_core.evaluation import evaluate_model
+    from semseg_core.evaluation import evaluate_model, save_metrics_json
 
     was_training = model.training
     model.eval()
@@ -294,7 +293,7 @@ def evaluate_datasets(cfg, model: torch.nn.Module, output_dir: str, tag: str) ->
     finally:
         model.train(was_training)
     path = os.path.join(output_dir, f"metrics_{tag}.json")
-    write_text_atomic(path, json.dumps(results, indent=2, default=float))
+    save_metrics_json(results, path)  # NaN (e.g. no unknown GT) -> null: valid JSON
     logger.info("Evaluation %s written to %s", tag, path)
     return results
 
