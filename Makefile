@@ -10,14 +10,9 @@ setup:                   ## create or repair .venv (idempotent; seconds when not
 setup-check:             ## only report whether .venv is complete and current
 	scripts/setup.sh --check
 
+# 1 torch thread per process: the tests run several processes at once, and contended OpenMP threads are ~10x slower
 test: setup              ## set up, then run every test (per-test timeout)
-	$(PY) -m pytest -q --timeout=300 test
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q --timeout=300 test
 
-demo: setup              ## set up, then run the demo (the node on a test image)
-	@if [ -f semseg_ros/demo.py ]; then \
-		$(VENV)/bin/semseg-demo; \
-	else \
-		echo "The demo (semseg_ros/demo.py: the perception node on a test image) is not in this checkout yet."; \
-		echo "Checking the ROS side instead:"; \
-		$(VENV)/bin/semseg-env --check; \
-	fi
+demo: setup              ## set up, then run the demo: synthetic scenes -> bag -> node -> report + overlay video
+	$(VENV)/bin/semseg-demo

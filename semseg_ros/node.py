@@ -188,8 +188,12 @@ class PerceptionNode(LifecycleNode):
             image, color = np.repeat(frame.image[:, :, None], 3, axis=2), "rgb"
         else:
             image, color = frame.image, "rgb"
-        result = self.predictor(np.ascontiguousarray(image), color=color)
         params = self.params
+        # Without relabelling, the publish thresholds go into the Predictor: dropped instances get no mask pasted.
+        prefilter = params["unknown_distance_threshold"] < 0
+        result = self.predictor(np.ascontiguousarray(image), color=color,
+                                known_min_score=params["known_score_threshold"] if prefilter else 0.0,
+                                unknown_min_score=params["unknown_score_threshold"] if prefilter else 0.0)
         result = filter_result(result, params["known_score_threshold"],
                                params["unknown_score_threshold"],
                                params["unknown_distance_threshold"])
