@@ -113,7 +113,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     qs = {q: float(np.quantile(distances, q)) for q in (0.5, 0.8, 0.9, 0.95)}
     print(f"known objects found: {len(distances)}; nearest-prototype distance quantiles: "
           + ", ".join(f"{int(q * 100)}%={v:.3f}" for q, v in qs.items()))
-    print(f"current MODEL.DML.UNK_THR = {cfg.MODEL.DML.UNK_THR}; suggested (quantile {args.quantile}) = {suggested:.3f}")
+    print(f"current MODEL.DML.UNK_THR = {cfg.MODEL.DML.UNK_THR}; suggested (quantile {args.quantile}) = {suggested:.4f}")
     if args.write_config:
         base = os.path.relpath(os.path.abspath(args.config_file), os.path.dirname(os.path.abspath(args.write_config)))
         with open(args.write_config, "w") as f:
