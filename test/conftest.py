@@ -50,3 +50,19 @@ def ros_env():
 @pytest.fixture
 def repo_root():
     return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory):
+    """A checkpoint of the tiny synthetic config with fixed random weights (config stored inside)."""
+    import torch
+    from semseg_core.checkpoint import save_checkpoint
+    from semseg_core.config import load_config
+    from semseg_core.modeling import build_model
+
+    cfg = load_config(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                   "config", "models", "Synthetic", "semseg_tiny.yaml"))
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "tiny_random.pt"
+    save_checkpoint(str(path), build_model(cfg), cfg)
+    return str(path)

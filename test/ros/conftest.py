@@ -44,21 +44,6 @@ def wait_for(predicate, timeout, what):
         time.sleep(0.01)
 
 
-@pytest.fixture(scope="session")
-def tiny_weights(tmp_path_factory):
-    """A checkpoint of the tiny config with fixed random weights (and the config stored in it)."""
-    import torch
-    from semseg_core.checkpoint import save_checkpoint
-    from semseg_core.config import load_config
-    from semseg_core.modeling import build_model
-    cfg = load_config(str(TINY_CONFIG))
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "tiny_random.pt"
-    # meta torch version as plain str: safe loading refuses torch.__version__ (TorchVersion)
-    save_checkpoint(str(path), build_model(cfg), cfg, meta={"torch": str(torch.__version__)})
-    return str(path)
-
-
 class Probe:
     """A node in the test process that publishes inputs and collects outputs."""
 
