@@ -11,7 +11,6 @@ import os
 import pickle
 import re
 import sys
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -19,6 +18,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
+
+from semseg_core.atomic_io import atomic_open
 
 FORMAT_NAME = "semseg_core"
 FORMAT_VERSION = 1
@@ -69,20 +70,8 @@ def save_checkpoint(path: str, model: Union[nn.Module, Mapping[str, torch.Tensor
     _check_serialisable(payload, "checkpoint")
 
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a checkpoint is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path, "wb") as f:
+        torch.save(payload, f)
     return path
 
 

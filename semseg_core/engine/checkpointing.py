@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import random
-import tempfile
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
 
+from semseg_core.atomic_io import atomic_open
 from semseg_core.checkpoint import load_checkpoint, save_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -73,19 +73,8 @@ def restore_rng_state(state: Dict[str, Any]) -> None:
 
 # --------------------------------------------------------------------------------------- files on disk
 def write_text_atomic(path: str, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=folder)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; these are ordinary, readable outputs
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "w") as f:
+        f.write(text)
 
 
 def find_last_checkpoint(output_dir: str) -> Optional[str]:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from semseg_core.atomic_io import atomic_open
 from semseg_core.constants import UNKNOWN_ID
 
 
@@ -211,17 +211,8 @@ def _jsonable(obj: Any) -> Any:
 def write_json_atomic(obj: Any, path: str | os.PathLike, indent: int | None = None) -> str:
     """Write JSON via a temp file in the same folder + os.replace (no half-written file on a crash)."""
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(_jsonable(obj), f, indent=indent, allow_nan=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        json.dump(_jsonable(obj), f, indent=indent, allow_nan=False)
     return path
 
 
