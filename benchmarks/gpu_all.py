@@ -176,6 +176,7 @@ def each_setting(args, sizes, part, results, measure):
                 print(f"[{part} {precision} {width}x{height}] failed: {error}", file=sys.stderr)
             if args.device.startswith("cuda"):
                 torch.cuda.empty_cache()
+            args.save()  # after every setting, so a time limit keeps what was measured
 
 
 def run_child(command, timeout):
@@ -199,6 +200,7 @@ def part_training(args, results):
         if amp:
             command += ["--amp", amp]
         results["training"][amp or "fp32"] = run_child(command, 900)
+        args.save()
         print(f"[training {amp or 'fp32'}] {results['training'][amp or 'fp32']}", file=sys.stderr)
 
 
@@ -249,11 +251,12 @@ def main(argv=None) -> int:
     def save():
         with open(args.out, "w") as f:
             json.dump(results, f, indent=1)
+    args.save = save
 
     for part, run in (("inference", lambda: part_inference(args, sizes, results)),
-                      ("lean", lambda: part_lean(args, sizes, results)),
                       ("memory", lambda: part_memory(args, sizes, results)),
                       ("training", lambda: part_training(args, results)),
+                      ("lean", lambda: part_lean(args, sizes, results)),
                       ("node", lambda: part_node(args, results))):
         if part in skip:
             continue
