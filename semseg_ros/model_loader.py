@@ -1,5 +1,4 @@
 """Build the Predictor from node parameters, with start-up errors a user can act on."""
-import inspect
 import os
 
 
@@ -33,7 +32,7 @@ def check_device(device):
                              f"CUDA device(s) exist")
 
 
-def load_predictor(params, logger=None):
+def load_predictor(params):
     """A ready ``semseg_core.Predictor`` for ``params`` (the node's validated parameter dict)."""
     for key in ("weights", "model_config"):
         if params[key] and not os.path.isfile(params[key]):
@@ -42,12 +41,7 @@ def load_predictor(params, logger=None):
     from semseg_core import Predictor
     kwargs = dict(config=params["model_config"] or None, weights=params["weights"] or None,
                   device=params["device"])
-    overrides = config_overrides(params)
-    if overrides:
-        if "overrides" in inspect.signature(Predictor).parameters:
-            kwargs["overrides"] = overrides
-        elif logger is not None:
-            logger.warning(f"this Predictor takes no config overrides; ignoring {overrides}")
+    kwargs["overrides"] = config_overrides(params)
     try:
         return Predictor(**kwargs)
     except Exception as error:  # ConfigError, CheckpointError, missing files: all say what is wrong

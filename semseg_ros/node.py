@@ -67,7 +67,7 @@ class PerceptionNode(LifecycleNode):
     # ---- lifecycle -----------------------------------------------------------------------
     def on_configure(self, state):
         try:
-            self.predictor = load_predictor(self.params, self.get_logger())
+            self.predictor = load_predictor(self.params)
         except ModelLoadError as error:
             self.get_logger().error(f"cannot load the model: {error}")
             return TransitionCallbackReturn.FAILURE
@@ -189,11 +189,13 @@ class PerceptionNode(LifecycleNode):
         else:
             image, color = frame.image, "rgb"
         params = self.params
-        # Without relabelling, the publish thresholds go into the Predictor: dropped instances get no mask pasted.
+        # Without relabelling, the publish thresholds go into the Predictor: dropped instances get no mask pasted,
+        # and only the label image leaves the device (the per-instance masks are needed only to rebuild it).
         prefilter = params["unknown_distance_threshold"] < 0
         result = self.predictor(np.ascontiguousarray(image), color=color,
                                 known_min_score=params["known_score_threshold"] if prefilter else 0.0,
-                                unknown_min_score=params["unknown_score_threshold"] if prefilter else 0.0)
+                                unknown_min_score=params["unknown_score_threshold"] if prefilter else 0.0,
+                                masks=not prefilter, cross_class_nms_iou=params["cross_class_nms_iou"])
         result = filter_result(result, params["known_score_threshold"],
                                params["unknown_score_threshold"],
                                params["unknown_distance_threshold"])

@@ -46,6 +46,10 @@ SPECS = {
                                              "prototype exceeds this are published as unknown; "
                                              "-1 = the model's own decision only.", -1.0, 2.0,
                                        dynamic=True),
+    "cross_class_nms_iou": Spec(1.0, "1.0 = publish the model's own output (the authors' rules: one object "
+                                     "can come out as a known and as unknowns). Below 1: one detection per "
+                                     "object at this box IoU, among those above the score thresholds; the "
+                                     "known label wins.", 0.0, 1.0, dynamic=True),
     "image_qos.reliability": Spec("best_effort", "Reliability of the image/depth/camera_info "
                                   "subscriptions.", choices=tuple(RELIABILITY)),
     "image_qos.depth": Spec(2, "History depth of the input subscriptions.", 1, 1000),

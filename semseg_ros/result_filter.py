@@ -39,6 +39,9 @@ def filter_result(result, known_min_score, unknown_min_score, unknown_distance=-
                    boxes=np.asarray(result.boxes)[keep], scores=scores[keep],
                    unknown_scores=np.asarray(result.unknown_scores)[keep])
     if not keep.all():
+        if result.masks is None:
+            raise ValueError("filter_result must remove instances and rebuild the label image, but the result has "
+                             "no masks: call the Predictor with masks=True")
         masks = np.asarray(result.masks)[keep]
         height, width = np.asarray(result.label_image).shape
         changes["masks"] = masks

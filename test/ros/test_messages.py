@@ -1,7 +1,9 @@
 """Result -> messages, node-side thresholds and the debug overlay (no DDS traffic)."""
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
+import pytest
 
 from std_msgs.msg import Header
 
@@ -88,6 +90,13 @@ def test_filter_removes_low_scores_and_rebuilds_the_label_image():
 def test_filter_keeps_everything_when_thresholds_allow():
     original = _result()
     assert filter_result(original, 0.0, 0.0) is original
+
+
+def test_filter_without_masks_says_what_to_do():
+    lean = dataclasses.replace(_result(), masks=None)
+    assert filter_result(lean, 0.0, 0.0) is lean  # nothing removed: the label image stands as it is
+    with pytest.raises(ValueError, match="masks=True"):
+        filter_result(lean, known_min_score=0.5, unknown_min_score=0.7)
 
 
 def test_unknown_distance_relabels_far_knowns():
