@@ -12,6 +12,8 @@ Variants:
   tv       torchvision maskrcnn_resnet50_fpn(weights=None, weights_backbone=None): with no weights torchvision
            trains all 5 trunk stages with BatchNorm
   tv_frozen  the same with FrozenBatchNorm2d and stem + layer1 frozen (the R50 set-up of SemSeg)
+A suffix +bf16 / +fp16 runs that variant under autocast (e.g. --variants tiny,tiny+bf16: a CPU's bfloat16
+speed-up side by side); --amp applies to the variants without a suffix.
 """
 import argparse
 import os
@@ -111,7 +113,7 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--amp", choices=["fp16", "bf16"], default=None, help="autocast (CUDA; no grad scaler)")
+    parser.add_argument("--amp", choices=["fp16", "bf16"], default=None, help="autocast for every variant without a +suffix (no grad scaler; bf16 also on a CPU)")
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -119,10 +121,14 @@ def main(argv=None) -> int:
     semseg_inputs, images, targets = to_device(*make_batch(args.batch, width, height), args.device)
     keep, steps = [], {}
     for name in [v for v in args.variants.split(",") if v]:
-        if name in ("r50", "tiny"):
-            model, step = build_semseg(name, semseg_inputs, args.device, args.amp)
-        elif name in ("tv", "tv_frozen"):
-            model, step = build_torchvision(name, images, targets, width, height, args.device, args.amp)
+        base, _, amp = name.partition("+")
+        amp = amp or args.amp
+        if amp not in (None, "fp16", "bf16"):
+            raise SystemExit(f"unknown precision suffix in {name!r}; use +bf16 or +fp16")
+        if base in ("r50", "tiny"):
+            model, step = build_semseg(base, semseg_inputs, args.device, amp)
+        elif base in ("tv", "tv_frozen"):
+            model, step = build_torchvision(base, images, targets, width, height, args.device, amp)
         else:
             raise SystemExit(f"unknown variant {name!r}")
         keep.append(model)
@@ -139,6 +145,8 @@ def main(argv=None) -> int:
               file=sys.stderr)
     ratio = {f"{n}/{base}": round(medians[n] / medians[base], 3) for n in medians if not n.startswith("tv")
              for base in ("tv", "tv_frozen") if base in medians}
+    ratio.update({f"{n}/{n.partition('+')[0]}": round(medians[n] / medians[n.partition("+")[0]], 3)
+                  for n in medians if "+" in n and n.partition("+")[0] in medians})
     summary = {"benchmark": "training_step", "machine": machine_text, "amp": args.amp, "batch": args.batch,
                "size": args.size, "repeats": args.repeats, "s_per_iter": {k: round(v, 3) for k, v in medians.items()},
                "ratio": ratio, "peak_rss_mb_all_variants": round(peak_rss_mb(), 1)}

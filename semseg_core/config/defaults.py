@@ -192,6 +192,9 @@ _C.SOLVER.WARMUP_METHOD = "linear"  # "linear" | "constant"
 _C.SOLVER.CHECKPOINT_PERIOD = 10000
 _C.SOLVER.AMP = CfgNode()
 _C.SOLVER.AMP.ENABLED = False  # mixed precision training (detectron2 key; not used by the authors)
+# [ours] "float16" (CUDA, with a gradient scaler; detectron2's) | "bfloat16" (CUDA or CPU, no scaler needed: on a
+# CPU with AVX-512 BF16 a tiny-model step is ~1.3x faster, BENCHMARKS.md)
+_C.SOLVER.AMP.DTYPE = "float16"
 _C.SOLVER.CLIP_GRADIENTS = CfgNode()  # detectron2 keys; the authors train without clipping
 _C.SOLVER.CLIP_GRADIENTS.ENABLED = False
 _C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "value"  # "value" | "norm" | "full_model"

@@ -1,4 +1,4 @@
-"""The training loop: SGD + warmup multistep, AMP on CUDA, DDP, atomic checkpoints with exact resume,
+"""The training loop: SGD + warmup multistep, AMP (float16 on CUDA, bfloat16 on CUDA or CPU), DDP, atomic checkpoints with exact resume,
 periodic evaluation, TensorBoard/jsonl logs and a progress bar.
 
 Iterations are 0-based as in detectron2: iteration ``it`` is the (it+1)-th optimizer step; a checkpoint
@@ -71,6 +71,22 @@ def configure_cpu_threads(device: torch.device) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
 
 
+AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def amp_settings(cfg, device: torch.device):
+    """(enabled, dtype) of mixed precision from SOLVER.AMP; float16 on a CPU is ignored with a warning."""
+    name = str(cfg.SOLVER.AMP.DTYPE)
+    if name not in AMP_DTYPES:
+        raise ValueError(f"SOLVER.AMP.DTYPE must be one of {sorted(AMP_DTYPES)}, got {name!r}")
+    enabled = bool(cfg.SOLVER.AMP.ENABLED)
+    if enabled and device.type != "cuda" and name == "float16":
+        logger.warning("SOLVER.AMP.ENABLED is ignored on %s with float16 (CUDA only); "
+                       "set SOLVER.AMP.DTYPE bfloat16 for mixed precision on a CPU", device)
+        enabled = False
+    return enabled, AMP_DTYPES[name]
+
+
 def prepare_datasets(cfg) -> None:
     """Generate the synthetic datasets the config names, if missing (call on one process only)."""
     from semseg_core.data import ensure_synthetic_dataset
@@ -102,10 +118,7 @@ class Trainer:
                              f"is not divisible by the number of processes {self.world_size}")
         self.device = resolve_device(cfg.MODEL.DEVICE)
         configure_cpu_threads(self.device)
-        self.amp = bool(cfg.SOLVER.AMP.ENABLED)
-        if self.amp and self.device.type != "cuda":
-            logger.warning("SOLVER.AMP.ENABLED is ignored on %s: mixed precision runs on CUDA only", self.device)
-            self.amp = False
+        self.amp, self.amp_dtype = amp_settings(cfg, self.device)
 
         if comm.is_main_process():
             os.makedirs(self.output_dir, exist_ok=True)
@@ -122,7 +135,8 @@ class Trainer:
         model.train()
         self.optimizer = build_optimizer(cfg, model)
         self.scheduler = build_lr_scheduler(cfg, self.optimizer)
-        self.grad_scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        # float16 needs loss scaling; bfloat16 has float32's exponent range and does not
+        self.grad_scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.amp_dtype == torch.float16)
         self.start_iter = 0
         self._iter = 0
         self._rng_to_restore: Optional[Dict[str, Any]] = None
@@ -202,7 +216,7 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------------------
     def run_step(self, batch) -> Dict[str, float]:
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
+        autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp else nullcontext()
         try:
             with autocast:
                 loss_dict = self.model(batch)
