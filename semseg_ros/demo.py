@@ -18,7 +18,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import cv2
 
@@ -77,7 +77,8 @@ def check_weights(weights: Optional[str]) -> str:
 
 
 def run_demo(out: Path, num_frames: int, weights: Optional[str] = None, config: Optional[str] = None,
-             storage: str = "mcap", image_size: int = 256, device: str = "cpu") -> dict:
+             storage: str = "mcap", image_size: int = 256, device: str = "cpu",
+             node_params: Sequence[Tuple[str, str]] = ()) -> dict:
     """Every step of the demo; returns the scored report (with `paths` and `wall_s` added)."""
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # the demo stays on this machine
     import semseg_ros  # noqa: F401 - ROS runtime environment before rclpy starts
@@ -110,6 +111,7 @@ def run_demo(out: Path, num_frames: int, weights: Optional[str] = None, config: 
         params["weights"] = str(Path(weights).resolve())
     if config:
         params["model_config"] = str(Path(config).resolve())
+    params.update(dict(node_params))
     summary = replay(out / "input_bag", out / "recording", storage=storage, every_frame=True, node_name=NODE_NAME,
                      start_node=NodeSpec(params, out / "node.log", startup_timeout_s=300))
     print(f"      {summary.answered}/{summary.frames} frames answered in {summary.wall_s:.1f} s "
@@ -142,6 +144,8 @@ def format_demo_summary(report: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from semseg_ros.bag_tools.replay import node_param
+
     parser = argparse.ArgumentParser(prog="semseg-demo", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
@@ -157,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="inference device: cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--image-size", type=int, default=256, help="side of the square synthetic images (default 256)")
     parser.add_argument("--short", action="store_true", help=f"a quick run of {SHORT_FRAMES} frames (for CI)")
+    parser.add_argument("--param", type=node_param, action="append", default=[], metavar="NAME:=VALUE",
+                        help="any other node parameter, e.g. cross_class_nms_iou:=0.5 (repeatable)")
     return parser
 
 
@@ -171,7 +177,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         report = run_demo(Path(args.out), num_frames, args.weights, args.config, args.storage, args.image_size,
-                          args.device)
+                          args.device, args.param)
     except (BagError, ReplayError, OSError, ValueError) as error:
         print(f"semseg-demo: error: {error}", file=sys.stderr)
         return 1

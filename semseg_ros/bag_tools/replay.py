@@ -282,7 +282,8 @@ def _matched(recorder: _Recorder, topic: str) -> bool:
     return any(s.topic_name == topic and s.get_publisher_count() > 0 for s in recorder.subscriptions)
 
 
-def _param(text: str):
+def node_param(text: str):
+    """argparse type of NAME:=VALUE node parameters."""
     if ":=" not in text:
         raise argparse.ArgumentTypeError(f"expected name:=value, got {text!r}")
     return tuple(text.split(":=", 1))
@@ -316,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", default=None, help="with --start-node: model checkpoint (default: embedded model)")
     parser.add_argument("--config", default=None, help="with --start-node: model config YAML")
     parser.add_argument("--device", default=None, help="with --start-node: cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--param", type=_param, action="append", default=[], metavar="NAME:=VALUE",
+    parser.add_argument("--param", type=node_param, action="append", default=[], metavar="NAME:=VALUE",
                         help="with --start-node: any other node parameter (repeatable)")
     parser.add_argument("--node-log", default=None,
                         help="with --start-node: file for the node's output (default <out>.node.log)")

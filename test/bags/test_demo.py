@@ -45,8 +45,17 @@ def test_demo_help_explains_options(capsys):
     with pytest.raises(SystemExit):
         demo.main(["--help"])
     text = capsys.readouterr().out
-    for option in ("--num-frames", "--out", "--weights", "--config", "--storage", "--short"):
+    for option in ("--num-frames", "--out", "--weights", "--config", "--storage", "--short", "--param"):
         assert option in text
+
+
+def test_demo_node_parameter_needs_name_and_value(capsys):
+    from semseg_ros import demo
+
+    with pytest.raises(SystemExit) as exit_info:
+        demo.main(["--param", "cross_class_nms_iou=0.5"])
+    assert exit_info.value.code == 2
+    assert "expected name:=value, got 'cross_class_nms_iou=0.5'" in capsys.readouterr().err
 
 
 def test_demo_missing_weights_is_a_clear_error(tmp_path, capsys):
