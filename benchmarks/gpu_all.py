@@ -7,7 +7,8 @@ Parts (each can be skipped with --skip):
   inference  SemSeg (r50, r50_fast, tiny_fast) vs torchvision Mask R-CNN (tv at 800/1333, tv_480), fp32 / fp16 /
              bf16 autocast, 640x480 and 800x1333, batch 1, fixed 50 detections (see bench_model_inference.py),
              cudnn.benchmark on; round-robin medians, torch.cuda.synchronize() around every timed call.
-  lean       r50_fast / tiny_fast through a lean per-frame path: the frame is copied into a pinned host buffer
+  lean       r50_fast / tiny_fast: the stock Predictor, Predictor(masks=False) (label_only: the node's path),
+             and a lean per-frame path: the frame is copied into a pinned host buffer
              and uploaded non_blocking, masks are pasted and the label image built on the device, and
              boxes/scores/classes/distances + label image come back in ONE device-to-host copy (into pinned
              memory); vs the stock Predictor (pageable upload, several small copies + the N x H x W masks).
@@ -124,6 +125,8 @@ def part_lean(args, sizes, results):
             predictor, stock = build_variant(name, device=args.device, amp=PRECISIONS[precision], fixed=50)
             keep.append(predictor)
             fns[f"{name}_predictor"] = (lambda f: (lambda: f(image)))(stock)
+            # the node's path: Predictor(masks=False), only the label image leaves the device
+            fns[f"{name}_label_only"] = (lambda p: (lambda: len(p(image, masks=False))))(predictor)
             fns[f"{name}_lean"] = (lambda f: (lambda: f(image)))(LeanFrame(predictor, height, width, args.device))
             if args.compile:
                 compiled, _ = build_variant(name, device=args.device, amp=PRECISIONS[precision], fixed=50)

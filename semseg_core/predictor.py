@@ -152,7 +152,7 @@ class Predictor:
         cross_class_nms_iou < 1: then keep one instance per object (modeling.postprocess.one_detection_per_object:
         the known label wins over other classes and over unknowns at this box IoU); 1 = the model's own output.
         masks=False: Result.masks is None and only the label image leaves the device; on a GPU this saves the
-        host copy of N full-frame masks (2.5x per frame at 800x1333 on an H200, BENCHMARKS.md)."""
+        host copy of N full-frame masks (0.45x the frame time at 800x1333 on an H200, BENCHMARKS.md)."""
         if not 0.0 <= cross_class_nms_iou <= 1.0:
             raise ValueError(f"cross_class_nms_iou must be in [0, 1], got {cross_class_nms_iou}")
         color = str(color).lower()
