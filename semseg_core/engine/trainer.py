@@ -84,7 +84,17 @@ def amp_settings(cfg, device: torch.device):
         logger.warning("SOLVER.AMP.ENABLED is ignored on %s with float16 (CUDA only); "
                        "set SOLVER.AMP.DTYPE bfloat16 for mixed precision on a CPU", device)
         enabled = False
+    if enabled and device.type == "cpu" and name == "bfloat16" and not cpu_has_fast_bfloat16():
+        logger.warning("this CPU has no native bfloat16 (AVX-512 BF16 / AMX): bfloat16 autocast will be slower "
+                       "than float32 here; set SOLVER.AMP.ENABLED false")
     return enabled, AMP_DTYPES[name]
+
+
+def cpu_has_fast_bfloat16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # private oneDNN probe: absent in some builds
+        return False
 
 
 def prepare_datasets(cfg) -> None:
