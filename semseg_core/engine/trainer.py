@@ -1,5 +1,5 @@
-"""The training loop: SGD + warmup multistep, AMP (float16 on CUDA, bfloat16 on CUDA or CPU), DDP, atomic checkpoints with exact resume,
-periodic evaluation, TensorBoard/jsonl logs and a progress bar.
+"""The training loop: SGD + warmup multistep, AMP (float16 on CUDA, bfloat16 on CUDA or CPU), DDP, atomic
+checkpoints with exact resume, periodic evaluation, TensorBoard/jsonl logs and a progress bar.
 
 Iterations are 0-based as in detectron2: iteration ``it`` is the (it+1)-th optimizer step; a checkpoint
 taken after it is ``model_{it:07d}.pth`` and resuming from it starts at ``it + 1``.
