@@ -59,6 +59,8 @@ def main(argv=None) -> int:
         wall = (time.perf_counter() - start) / args.frames
     events = prof.key_averages()
     kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    # torch >= 2.4 names it self_device_time_total, older releases self_cuda_time_total
+    gpu_key = "self_device_time_total" if hasattr(events[0], "self_device_time_total") else "self_cuda_time_total"
     kernel_ms = sum(e.time_range.elapsed_us() for e in kernels) / 1000 / args.frames if cuda else 0.0
     result = {"benchmark": "gpu_profile", "machine": machine(device=args.device), "variant": args.variant,
               "amp": args.amp, "size": args.size, "frames": args.frames,
@@ -67,7 +69,7 @@ def main(argv=None) -> int:
               "gpu_busy_share": round(kernel_ms / (wall * 1000), 3) if cuda else None,
               "kernel_launches_per_frame": round(len(kernels) / args.frames, 1),
               "top_self_host": top(events, "self_cpu_time_total", 20),
-              "top_gpu": top(events, "self_device_time_total" if hasattr(events[0], "self_device_time_total") else "self_cuda_time_total", 15) if cuda else []}
+              "top_gpu": top(events, gpu_key, 15) if cuda else []}
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25), file=sys.stderr)
