@@ -1,6 +1,6 @@
 """The demo: synthetic open-set scenes -> camera bag -> live perception node -> recording -> report.
 
-    semseg-demo                      (= make demo; ~1-3 minutes on a 2-core CPU)
+    semseg-demo                      (= make demo; ~15-40 s on a 2-core CPU)
     semseg-demo --short              (a few frames, for CI)
 
 Generates a small synthetic test set (a seed the embedded model was not trained on, with objects of
