@@ -168,3 +168,30 @@ def test_every_frame_mode_processes_each_frame_in_order(probe, node):
     assert order == [s.sec for s in stamps]
     diagnostics = probe.latest_diagnostics(node["diagnostics"], NAME)
     assert diagnostics["mode"] == "every_frame" and diagnostics["frames_dropped"] == "0"
+
+
+def test_every_frame_back_pressure_loses_nothing_and_the_node_recovers(probe, tiny_weights, tmp_path):
+    """Queue of one frame: the image callback blocks while it is full (the single executor thread waits with it),
+    yet a burst far faster than the model comes out complete and in order, and diagnostics resume afterwards."""
+    name = "backpressure_under_test"
+    topic = "/backpressure_test/image"
+    process = NodeProcess(name, {
+        "weights": tiny_weights, "model_config": str(TINY_CONFIG), "num_threads": 1,
+        "known_score_threshold": 0.0, "unknown_score_threshold": 0.0, "process_every_frame": True,
+        "queue_size": 1, "image_qos.reliability": "reliable", "image_qos.depth": 20, "diagnostics_period": 0.5,
+    }, remappings=[("image", topic)], log_dir=str(tmp_path))
+    try:
+        publisher = probe.publisher(topic)
+        detections, _ = probe.collect(Detection2DArray, f"/{name}/detections")
+        diagnostics, _ = probe.collect(DiagnosticArray, "/diagnostics")
+        wait_until_subscribed(probe, publisher, process)
+        stamps = [_stamp(probe) for _ in range(6)]
+        for stamp in stamps:
+            publisher.publish(image_msg(test_image(seed=3), stamp))
+        wait_for(lambda: all(_outputs_for(detections, s) for s in stamps), TIMEOUT * 2, "an output for every frame")
+        order = [m.header.stamp.sec for _, m in list(detections) if m.header.stamp.sec in {s.sec for s in stamps}]
+        assert order == [s.sec for s in stamps]
+        status = probe.latest_diagnostics(diagnostics, name)
+        assert status["frames_dropped"] == "0" and status["queued"] == "0"
+    finally:
+        assert process.stop(signal.SIGINT) == 0, process.log()[-3000:]
