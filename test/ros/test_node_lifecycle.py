@@ -59,3 +59,45 @@ def test_launch_file_through_semseg_launch(probe, start_node, tiny_weights):
     log = runner.log()
     assert "pip-only stand-ins" in log or "installed launch/launch_ros" in log
     assert "exited with code 0" in log
+
+
+def test_a_lifecycle_manager_drives_the_node(probe, start_node, tiny_weights):
+    """autostart:=false: the node waits unconfigured; configure/activate/deactivate/cleanup over the real
+    lifecycle services change what it does (no image subscription until active, none after deactivate)."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    name = "managed_node"
+    topic = "/managed/image"
+    node = start_node(name, {"weights": tiny_weights, "model_config": str(TINY_CONFIG), "autostart": False,
+                             "known_score_threshold": 0.0, "unknown_score_threshold": 0.0,
+                             "image_qos.reliability": "reliable"}, remappings=[("image", topic)])
+    change = probe.node.create_client(ChangeState, f"/{name}/change_state")
+    get = probe.node.create_client(GetState, f"/{name}/get_state")
+    assert change.wait_for_service(timeout_sec=120) and get.wait_for_service(timeout_sec=10), node.log()[-2000:]
+
+    def call(client, request):
+        future = client.call_async(request)
+        wait_for(future.done, 120, f"{client.srv_name} answer")
+        return future.result()
+
+    def state():
+        return call(get, GetState.Request()).current_state.label
+
+    def transition(transition_id):
+        return call(change, ChangeState.Request(transition=Transition(id=transition_id))).success
+
+    publisher = probe.publisher(topic)
+    detections, _ = probe.collect(Detection2DArray, f"/{name}/detections")
+    assert state() == "unconfigured"
+    assert transition(Transition.TRANSITION_CONFIGURE) and state() == "inactive"
+    assert publisher.get_subscription_count() == 0, "inactive: not listening to the camera yet"
+    assert transition(Transition.TRANSITION_ACTIVATE) and state() == "active"
+    wait_until_subscribed(probe, publisher, node)
+    msg = image_msg(test_image(seed=5), probe.now(), frame_id="managed_cam")
+    publisher.publish(msg)
+    wait_for(lambda: any(m.header == msg.header for _, m in detections), 60, "detections while active")
+    assert transition(Transition.TRANSITION_DEACTIVATE) and state() == "inactive"
+    wait_for(lambda: publisher.get_subscription_count() == 0, 10, "the image subscription to go")
+    assert transition(Transition.TRANSITION_CLEANUP) and state() == "unconfigured"
+    assert node.stop(signal.SIGINT) == 0, node.log()[-3000:]
