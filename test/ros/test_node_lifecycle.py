@@ -101,3 +101,26 @@ def test_a_lifecycle_manager_drives_the_node(probe, start_node, tiny_weights):
     wait_for(lambda: publisher.get_subscription_count() == 0, 10, "the image subscription to go")
     assert transition(Transition.TRANSITION_CLEANUP) and state() == "unconfigured"
     assert node.stop(signal.SIGINT) == 0, node.log()[-3000:]
+
+
+def test_incompatible_qos_is_reported_with_what_to_change(probe, start_node, tiny_weights):
+    """A best-effort camera against a node that asks for reliable input: no data can flow, and the node's log says
+    which topic, which policy and which parameter to set (and the same for an output subscriber asking too much)."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    name = "qos_node"
+    node = start_node(name, {"weights": tiny_weights, "model_config": str(TINY_CONFIG),
+                             "image_qos.reliability": "reliable", "output_qos.reliability": "best_effort"},
+                      remappings=[("image", "/qos_test/image")])
+    best_effort = QoSProfile(depth=2, reliability=ReliabilityPolicy.BEST_EFFORT)
+    reliable = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
+    wait_for(lambda: "active: listening" in node.log() or node.process.poll() is not None, 120, "the node to start")
+    probe.publisher("/qos_test/image", qos=best_effort)
+    probe.collect(Detection2DArray, f"/{name}/detections", qos=reliable)
+    wait_for(lambda: "incompatible QoS on subscription '/qos_test/image'" in node.log(), 30,
+             f"the subscription's QoS error in the log:\n{node.log()[-2000:]}")
+    wait_for(lambda: f"incompatible QoS on publisher '/{name}/detections'" in node.log(), 30,
+             f"the publisher's QoS error in the log:\n{node.log()[-2000:]}")
+    log = node.log()
+    assert "RELIABILITY" in log and "Set image_qos.reliability to match the publisher" in log
+    assert node.stop(signal.SIGINT) == 0, log[-3000:]
