@@ -62,17 +62,21 @@ def build_semseg(name, semseg_inputs, device="cpu", amp=None):
     torch.manual_seed(0)
     cfg = load_config(CONFIGS[name], ["MODEL.DEVICE", device])
     model = build_model(cfg).to(device).train()
+    return model, sgd_step(model, lambda: model(semseg_inputs), device, amp)
+
+
+def sgd_step(model, losses_of_batch, device, amp):
+    """One timed unit: forward (losses) under autocast, backward, SGD step (lr 1e-4, momentum 0.9)."""
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
 
     def step():
         with autocast(device, amp):
-            losses = model(semseg_inputs)
-            total = sum(losses.values())
+            total = sum(losses_of_batch().values())
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
         return float(total.detach())
-    return model, step
+    return step
 
 
 def autocast(device, amp):
@@ -90,17 +94,7 @@ def build_torchvision(name, images, targets, width, height, device="cpu", amp=No
     if name == "tv_frozen":  # torchvision ignores trainable_backbone_layers without weights: freeze stem + res2 here
         for module in (model.backbone.body.conv1, model.backbone.body.layer1):
             module.requires_grad_(False)
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
-
-    def step():
-        with autocast(device, amp):
-            losses = model(images, targets)
-            total = sum(losses.values())
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-        return float(total.detach())
-    return model, step
+    return model, sgd_step(model, lambda: model(images, targets), device, amp)
 
 
 def main(argv=None) -> int:
