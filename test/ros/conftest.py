@@ -105,7 +105,7 @@ def probe():
 class NodeProcess:
     """perception_node (``python -m semseg_ros.node``) in a child process, stderr/stdout to a file."""
 
-    def __init__(self, name, parameters, remappings=(), log_dir=None, command=None):
+    def __init__(self, name, parameters, remappings=(), log_dir=None, command=None, env=None):
         self.name = name
         self.log_path = Path(log_dir or tempfile.mkdtemp()) / f"{name}.log"
         if command is None:
@@ -117,7 +117,7 @@ class NodeProcess:
         self.command = command
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
-                                        cwd=str(REPO))
+                                        cwd=str(REPO), env=None if env is None else {**os.environ, **env})
 
     def log(self):
         if not self._log.closed:
@@ -163,8 +163,8 @@ def start_node(tmp_path):
     """Factory: start a perception node; every node it started is stopped at teardown."""
     started = []
 
-    def start(name, parameters, remappings=(), command=None):
-        node = NodeProcess(name, parameters, remappings, tmp_path, command)
+    def start(name, parameters, remappings=(), command=None, env=None):
+        node = NodeProcess(name, parameters, remappings, tmp_path, command, env)
         started.append(node)
         return node
 

@@ -17,12 +17,11 @@ from conftest import TINY_CONFIG, image_msg, test_image, wait_for, wait_until_su
 ])
 def test_bad_start_parameters_fail_clearly(start_node, tiny_weights, parameters, exit_code,
                                            message):
-    if "device" in parameters:
-        import torch
-        if torch.cuda.is_available():
-            pytest.skip("this machine has CUDA")
+    env = None
+    if "device" in parameters:  # CUDA asked for where there is none: the GPU (if any) is hidden from the node
         parameters = dict(parameters, weights=tiny_weights, model_config=str(TINY_CONFIG))
-    node = start_node("bad_start", parameters)
+        env = {"CUDA_VISIBLE_DEVICES": ""}
+    node = start_node("bad_start", parameters, env=env)
     assert node.wait_exit(120) == exit_code
     assert message in node.log()
 
