@@ -22,6 +22,7 @@ from .checkpoint import apply_checkpoint, checkpoint_config_text, load_checkpoin
 from .config import CfgNode, ConfigError, get_cfg
 from .constants import UNKNOWN_ID, UNKNOWN_NAME
 from .data.transforms import resize_shortest_edge_size
+from .device import resolve_device
 
 ASSETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
 DEFAULT_WEIGHTS = os.path.join(ASSETS_DIR, "semseg_tiny_synthetic.pt")
@@ -45,24 +46,6 @@ class Result:
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
-
-
-def resolve_device(device: Union[str, torch.device]) -> torch.device:
-    """Explicit device; CUDA asked for and absent is an error, never a silent CPU fallback."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"invalid device {device!r}: {err}") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"device {str(device)!r} requested but CUDA is not available on this machine "
-                               "(torch.cuda.is_available() is False); use device='cpu'")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise RuntimeError(f"device {str(device)!r} requested but only {torch.cuda.device_count()} CUDA "
-                               "device(s) are visible")
-    elif dev.type != "cpu":
-        raise ValueError(f"unsupported device {str(device)!r}; use 'cpu', 'cuda' or 'cuda:N'")
-    return dev
 
 
 def _build_cfg(config, weights: Optional[str], checkpoint: Optional[dict], overrides: Sequence[str]) -> CfgNode:

@@ -1,6 +1,9 @@
 """Build the Predictor from node parameters, with start-up errors a user can act on."""
 import os
 
+from semseg_core import Predictor
+from semseg_core.device import DeviceError, resolve_device
+
 
 class ModelLoadError(RuntimeError):
     """The model cannot be loaded with the given parameters (message says why and what to do)."""
@@ -18,27 +21,15 @@ def config_overrides(params):
     return overrides
 
 
-def check_device(device):
-    """CUDA asked for and absent is an error, never a silent CPU fallback."""
-    if not device.startswith("cuda"):
-        return
-    import torch
-    if not torch.cuda.is_available():
-        raise ModelLoadError(f"device '{device}' requested but CUDA is not available on this machine "
-                             f"(torch.cuda.is_available() is False); set device:=cpu")
-    index = int(device.split(":")[1]) if ":" in device else 0
-    if index >= torch.cuda.device_count():
-        raise ModelLoadError(f"device '{device}' requested but only {torch.cuda.device_count()} "
-                             f"CUDA device(s) exist")
-
-
 def load_predictor(params):
     """A ready ``semseg_core.Predictor`` for ``params`` (the node's validated parameter dict)."""
     for key in ("weights", "model_config"):
         if params[key] and not os.path.isfile(params[key]):
             raise ModelLoadError(f"{key} file not found: {params[key]}")
-    check_device(params["device"])
-    from semseg_core import Predictor
+    try:
+        resolve_device(params["device"], what="device")
+    except DeviceError as error:
+        raise ModelLoadError(f"{error}; set device:=cpu or a GPU that exists") from None
     kwargs = dict(config=params["model_config"] or None, weights=params["weights"] or None,
                   device=params["device"])
     kwargs["overrides"] = config_overrides(params)

@@ -13,11 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import rclpy
-from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
-from rclpy.qos import qos_policy_name_from_kind
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_policy_name_from_kind
 from rclpy.signals import SignalHandlerOptions
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -26,6 +24,7 @@ from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, Detection3DArray, LabelInfo
 
 from semseg_ros import messages, parameters
+from semseg_ros.compat import PublisherEventCallbacks, SubscriptionEventCallbacks
 from semseg_ros.depth import Intrinsics, instance_boxes_3d
 from semseg_ros.diagnostics import NodeStats, diagnostic_array
 from semseg_ros.image_codec import (COLOR_ENCODINGS, ImageDecodeError, depth_to_meters,

@@ -6,14 +6,14 @@ Model and QoS parameters take effect at the next configure (lifecycle cleanup + 
 thresholds and ``debug_image`` take effect on the next frame.
 """
 import os
-import re
 from dataclasses import dataclass
 
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+from semseg_core.device import DeviceError, parse_device
+
 RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
 
 
@@ -111,8 +111,11 @@ def validate(name, value):
     if spec.choices and value not in spec.choices:
         raise ParameterError(f"parameter '{name}' = {value!r}; expected one of "
                              f"{', '.join(spec.choices)}")
-    if name == "device" and not _DEVICE.match(value):
-        raise ParameterError(f"parameter 'device' = {value!r}; expected cpu, cuda or cuda:N")
+    if name == "device":
+        try:
+            parse_device(value, what="parameter 'device' =")
+        except DeviceError as error:
+            raise ParameterError(str(error)) from None
     if name in ("weights", "model_config") and value and not os.path.isfile(value):
         raise ParameterError(f"parameter '{name}': file not found: {value}")
     return value

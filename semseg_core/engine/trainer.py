@@ -18,6 +18,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from semseg_core.checkpoint import load_model_weights
+from semseg_core.device import resolve_device
 
 from . import distributed as comm
 from .checkpointing import (
@@ -37,16 +38,12 @@ logger = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------ set-up helpers
-def resolve_device(name: str) -> torch.device:
-    """``MODEL.DEVICE`` as a torch.device; CUDA asked for and absent is an error, never a silent fallback."""
-    name = str(name)
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"MODEL.DEVICE is {name!r} but CUDA is not available here; "
-                               "pass MODEL.DEVICE cpu to train on the CPU")
-        if comm.get_world_size() > 1:  # one GPU per process
-            return torch.device("cuda", comm.get_local_rank())
-    return torch.device(name)
+def training_device(name: str) -> torch.device:
+    """``MODEL.DEVICE`` as a torch.device (semseg_core.device rules); with several processes, one GPU each."""
+    device = resolve_device(name, what="MODEL.DEVICE")
+    if device.type == "cuda" and comm.get_world_size() > 1:
+        return torch.device("cuda", comm.get_local_rank())
+    return device
 
 
 def resolve_seed(seed: int) -> int:
@@ -126,7 +123,7 @@ class Trainer:
         if int(cfg.SOLVER.IMS_PER_BATCH) % self.world_size != 0:
             raise ValueError(f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} (total over all processes) "
                              f"is not divisible by the number of processes {self.world_size}")
-        self.device = resolve_device(cfg.MODEL.DEVICE)
+        self.device = training_device(cfg.MODEL.DEVICE)
         configure_cpu_threads(self.device)
         self.amp, self.amp_dtype = amp_settings(cfg, self.device)
 
@@ -330,7 +327,7 @@ def evaluate_weights(cfg) -> Dict[str, Any]:
         raise ValueError("--eval-only needs MODEL.WEIGHTS (a checkpoint of ours or the authors' .pth/.pkl)")
     results: Dict[str, Any] = {}
     if comm.is_main_process():
-        device = resolve_device(cfg.MODEL.DEVICE)
+        device = training_device(cfg.MODEL.DEVICE)
         os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
         prepare_datasets(cfg)
         model = build_model(cfg).to(device)

@@ -9,6 +9,7 @@ from semseg_core import Predictor, Result
 from semseg_core.checkpoint import save_checkpoint
 from semseg_core.config import ConfigError, load_config
 from semseg_core.constants import UNKNOWN_ID
+from semseg_core.device import DeviceError
 from semseg_core.predictor import DEFAULT_WEIGHTS
 
 torch.set_num_threads(2)
@@ -168,14 +169,17 @@ def test_bad_inputs_are_clear_errors(predictor):
         predictor(_image(), color="hsv")
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-def test_cuda_without_cuda_is_an_error():
-    with pytest.raises(RuntimeError, match="CUDA is not available"):
-        Predictor(config=TINY_YAML, device="cuda")
+def test_bad_device_and_amp_are_clear_errors():
     with pytest.raises(ValueError, match="amp"):
         Predictor(config=TINY_YAML, device="cpu", amp="fp16")
-    with pytest.raises(ValueError, match="device"):
+    with pytest.raises(DeviceError, match="'tpu' is not supported"):
         Predictor(config=TINY_YAML, device="tpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the path of a machine without CUDA")
+def test_cuda_without_cuda_is_an_error():
+    with pytest.raises(DeviceError, match="CUDA is not available"):
+        Predictor(config=TINY_YAML, device="cuda")
 
 
 def test_weights_alone_restore_config_and_model(predictor, tmp_path):
