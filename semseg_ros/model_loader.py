@@ -2,6 +2,7 @@
 import os
 
 from semseg_core import Predictor
+from semseg_core.config import load_config
 from semseg_core.device import DeviceError, resolve_device
 
 
@@ -30,10 +31,25 @@ def load_predictor(params):
         resolve_device(params["device"], what="device")
     except DeviceError as error:
         raise ModelLoadError(f"{error}; set device:=cpu or a GPU that exists") from None
+    if _without_weights(params) and not params["allow_random_weights"]:
+        raise ModelLoadError(
+            f"model_config {params['model_config']} has no weights (neither the weights parameter nor "
+            f"MODEL.WEIGHTS in the config): the model would be randomly initialised and its detections "
+            f"meaningless. Pass weights:=<checkpoint .pt/.pth>, or allow_random_weights:=true for tests.")
     kwargs = dict(config=params["model_config"] or None, weights=params["weights"] or None,
                   device=params["device"])
     kwargs["overrides"] = config_overrides(params)
     try:
-        return Predictor(**kwargs)
+        return Predictor(**kwargs)  # random weights, when allowed, still print the Predictor's warning
     except Exception as error:  # ConfigError, CheckpointError, missing files: all say what is wrong
         raise ModelLoadError(f"{type(error).__name__}: {error}") from error
+
+
+def _without_weights(params):
+    """True when ``params`` name a model config and no weights anywhere (parameter or MODEL.WEIGHTS)."""
+    if params["weights"] or not params["model_config"]:
+        return False  # no config: the checkpoint's own config, or the embedded default model with its weights
+    try:
+        return not load_config(params["model_config"]).MODEL.WEIGHTS
+    except Exception as error:  # the config's own error (bad YAML, unknown key) says what is wrong
+        raise ModelLoadError(f"model_config {params['model_config']}: {type(error).__name__}: {error}") from error

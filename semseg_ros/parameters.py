@@ -31,6 +31,8 @@ SPECS = {
     "model_config": Spec("", "Model config YAML; empty = the config of the weights (or the embedded "
                              "default model)."),
     "weights": Spec("", "Model checkpoint (.pt/.pth); empty = the embedded default tiny model."),
+    "allow_random_weights": Spec(False, "Allow a model_config without weights (a randomly initialised model: "
+                                        "meaningless detections, for tests only)."),
     "device": Spec("cpu", "Inference device: cpu, cuda or cuda:N. CUDA asked for and absent is an "
                           "error, never a silent CPU fallback."),
     "num_threads": Spec(1, "torch CPU threads for inference (0 = torch's default); 1 is far faster when the CPU is shared with busy processes, see BENCHMARKS.md.", 0, 256),

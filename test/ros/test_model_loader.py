@@ -27,3 +27,24 @@ def test_size_and_distance_parameters_reach_the_model(tiny_weights):
 def test_missing_weights_file_is_named(tmp_path):
     with pytest.raises(ModelLoadError, match="weights file not found: .*nope.pt"):
         load_predictor(_params(weights=str(tmp_path / "nope.pt")))
+
+
+def test_a_model_config_without_weights_is_refused_with_what_to_pass():
+    with pytest.raises(ModelLoadError) as refused:
+        load_predictor(_params(model_config=str(TINY_CONFIG)))
+    message = str(refused.value)
+    assert "randomly initialised" in message and str(TINY_CONFIG) in message
+    assert "weights:=" in message and "allow_random_weights:=true" in message
+
+
+def test_random_weights_only_when_allowed_explicitly():
+    with pytest.warns(UserWarning, match="randomly initialised"):
+        predictor = load_predictor(_params(model_config=str(TINY_CONFIG), allow_random_weights=True))
+    assert predictor.cfg.MODEL.WEIGHTS == ""
+
+
+def test_weights_named_by_the_config_are_weights(tmp_path, tiny_weights):
+    config = tmp_path / "with_weights.yaml"
+    config.write_text(f"_BASE_: {TINY_CONFIG}\nMODEL:\n  WEIGHTS: {tiny_weights}\n")
+    predictor = load_predictor(_params(model_config=str(config)))
+    assert predictor.cfg.MODEL.WEIGHTS == tiny_weights

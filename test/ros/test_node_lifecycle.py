@@ -14,6 +14,7 @@ from conftest import TINY_CONFIG, image_msg, test_image, wait_for, wait_until_su
     ({"device": "cuda"}, 1, "CUDA is not available"),
     ({"known_score_threshold": 1.5}, 2, "known_score_threshold"),
     ({"image_qos.reliability": "sometimes"}, 2, "expected one of best_effort, reliable"),
+    ({"model_config": str(TINY_CONFIG)}, 1, "Pass weights:=<checkpoint .pt/.pth>, or allow_random_weights:=true"),
 ])
 def test_bad_start_parameters_fail_clearly(start_node, tiny_weights, parameters, exit_code,
                                            message):
