@@ -82,7 +82,7 @@ class PerceptionNode(LifecycleNode):
                 msg_type, f"~/{name}", qos, event_callbacks=self._publisher_events(f"~/{name}"))
         self._outputs["label_info"].publish(messages.label_info(
             self.predictor.class_names, Header(stamp=self.get_clock().now().to_msg()),
-            min(self.params["known_score_threshold"], self.params["unknown_score_threshold"])))
+            self.params["known_score_threshold"]))
         self._state = "inactive"
         self.get_logger().info(f"configured: {len(self.predictor.class_names)} known classes, "
                                f"device {self.params['device']}")
@@ -198,7 +198,7 @@ class PerceptionNode(LifecycleNode):
                                params["unknown_distance_threshold"])
         header = frame.header
         publishers = self._outputs
-        publishers["detections"].publish(messages.detection2d_array(result, header))
+        publishers["detections"].publish(messages.detection2d_array(result, header, params["class_id_format"]))
         publishers["instance_mask"].publish(messages.instance_mask_image(result.label_image, header))
         debug = publishers["debug_image"]
         if params["debug_image"] and debug.get_subscription_count() > 0:
@@ -230,7 +230,7 @@ class PerceptionNode(LifecycleNode):
         self.stats.count("depth_matched")
         boxes = instance_boxes_3d(result.label_image, depth_m, intrinsics,
                                   min_points=self.params["depth_min_points"])
-        publisher.publish(messages.detection3d_array(result, boxes, header))
+        publisher.publish(messages.detection3d_array(result, boxes, header, self.params["class_id_format"]))
 
     def _set_inference_threads(self):
         # torch's intra-op thread count is per calling thread (OpenMP): set it where inference runs

@@ -13,6 +13,7 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from semseg_core.device import DeviceError, parse_device
+from semseg_ros.messages import CLASS_ID_FORMATS
 
 RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
 
@@ -60,6 +61,10 @@ SPECS = {
     "output_qos.depth": Spec(5, "History depth of the output publishers.", 1, 1000),
     "debug_image": Spec(True, "Publish ~/debug_image (rendered only while someone subscribes).",
                         dynamic=True),
+    "class_id_format": Spec("id", "ObjectHypothesis.class_id of the detections: 'id' = the decimal id that "
+                                  "~/label_info's class_map maps to the name (vision_msgs' convention; "
+                                  "unknown = 1000), 'name' = the class name.", choices=CLASS_ID_FORMATS,
+                            dynamic=True),
     "process_every_frame": Spec(False, "Process every frame in order (bag evaluation) instead of "
                                        "only the newest one."),
     "queue_size": Spec(30, "Frames waiting in every-frame mode before the subscription is blocked.",

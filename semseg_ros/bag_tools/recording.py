@@ -3,14 +3,16 @@
 The recording holds the node's outputs exactly as received (raw CDR, log time = receipt time, wall
 clock ns) plus one ``std_msgs/Header`` per replayed input frame on `SENT_TOPIC` (header stamp = the
 frame's stamp, log time = when it was published), so latency needs no clock shared with the bag.
-``custom_data`` names the input bag and the topics, so `score` needs only the recording's path.
+``custom_data`` names the input bag and the topics, so `score` needs only the recording's path. The node's
+latched ``~/label_info`` is recorded too: it decodes the detections' numeric class ids.
 """
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
 from semseg_ros.bag_tools.bag_io import RELIABLE_QOS, BagError, custom_data, iter_messages, open_reader, open_writer
-from semseg_ros.bag_tools.typestore import HEADER_TYPE, bag_typestore
+from semseg_ros.bag_tools.typestore import HEADER_TYPE, LABEL_INFO_TYPE, bag_typestore
+from semseg_ros.messages import class_map
 
 SENT_TOPIC = "/semseg_replay/sent"
 
@@ -34,6 +36,7 @@ class Recording:
     detections: Dict[int, Output] = field(default_factory=dict)  # frame stamp -> first answer
     masks: Dict[int, Output] = field(default_factory=dict)
     duplicates: int = 0                                           # answers seen twice for one stamp
+    class_names_by_id: Dict[int, str] = field(default_factory=dict)  # the node's LabelInfo.class_map
 
     @property
     def input_bag(self) -> Optional[str]:
@@ -86,8 +89,12 @@ def load_recording(path, detections_topic: Optional[str] = None,
                 raise BagError(f"recording {path} has no topic {topic!r} (topics in it: "
                                f"{', '.join(sorted(topics)) or 'none'})")
         recording = Recording(Path(path), custom)
-        wanted = [c for c in reader.connections if c.topic in (det_topic, mask_topic, SENT_TOPIC)]
+        label_topic = custom.get("label_info_topic")
+        wanted = [c for c in reader.connections if c.topic in (det_topic, mask_topic, SENT_TOPIC, label_topic)]
         for connection, log_time, raw in iter_messages(reader, wanted):
+            if connection.topic == label_topic:  # latched; the last one received wins
+                recording.class_names_by_id = class_map(store.deserialize_cdr(raw, LABEL_INFO_TYPE))
+                continue
             if connection.topic == SENT_TOPIC:
                 header = store.deserialize_cdr(raw, "std_msgs/msg/Header")
                 stamp = int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)

@@ -22,6 +22,7 @@ from semseg_ros.bag_tools.make_bag import load_groundtruth
 from semseg_ros.bag_tools.recording import Recording, answered_stamps, load_recording
 from semseg_ros.bag_tools.typestore import DETECTIONS_TYPE, IMAGE_TYPE, bag_typestore
 from semseg_ros.image_codec import image_msg_to_numpy
+from semseg_ros.messages import class_name
 
 UNKNOWN_NAME = "unknown"
 LATENCY_PERCENTILES = (50, 90, 95, 99)
@@ -63,7 +64,10 @@ def decode_frame(recording: Recording, stamp: int) -> FrameOutput:
         hypothesis = det.results[0].hypothesis
         boxes.append([det.bbox.center.position.x, det.bbox.center.position.y, det.bbox.size_x, det.bbox.size_y])
         scores.append(hypothesis.score)
-        names.append(hypothesis.class_id)
+        try:
+            names.append(class_name(hypothesis.class_id, recording.class_names_by_id))
+        except ValueError as error:
+            raise BagError(f"detection {det.id!r} at stamp {stamp}: {error}") from None
         ids.append(int(det.id))
     return FrameOutput(stamp, np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores, np.float64),
                        names, ids, label)

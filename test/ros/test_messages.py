@@ -55,7 +55,8 @@ def test_detections_carry_header_names_and_label_ids():
     assert array.header == header and len(array.detections) == 3
     first = array.detections[1]
     assert first.header == header and first.id == "2"
-    assert first.results[0].hypothesis.class_id == "unknown"
+    assert first.results[0].hypothesis.class_id == "1000"  # UNKNOWN_ID, the id LabelInfo maps to "unknown"
+    assert [d.results[0].hypothesis.class_id for d in array.detections] == ["2", "1000", "0"]
     assert abs(first.results[0].hypothesis.score - 0.6) < 1e-6
     assert (first.bbox.center.position.x, first.bbox.center.position.y) == (35.0, 20.0)
     assert (first.bbox.size_x, first.bbox.size_y) == (30.0, 20.0)
@@ -68,6 +69,30 @@ def test_label_info_maps_known_indices_and_unknown():
     info = messages.label_info(["box", "disc"], Header(), 0.3)
     assert [(c.class_id, c.class_name) for c in info.class_map] == [
         (0, "box"), (1, "disc"), (1000, "unknown")]
+    assert info.threshold == pytest.approx(0.3)
+
+
+def test_label_info_decodes_the_published_class_ids():
+    """What a consumer does (vision_msgs): look each class_id up in LabelInfo.class_map."""
+    result = _result()
+    info = messages.label_info(["box", "disc", "ring"], Header(), 0.3)
+    names_by_id = messages.class_map(info)
+    array = messages.detection2d_array(result, Header())
+    decoded = [messages.class_name(d.results[0].hypothesis.class_id, names_by_id) for d in array.detections]
+    assert decoded == ["ring", "unknown", "box"]
+
+
+def test_class_id_format_name_publishes_names_and_readers_accept_both():
+    result = _result()
+    array = messages.detection2d_array(result, Header(), class_id_format="name")
+    assert [d.results[0].hypothesis.class_id for d in array.detections] == ["ring", "unknown", "box"]
+    names_by_id = {0: "box", 2: "ring", 1000: "unknown"}
+    assert [messages.class_name(d.results[0].hypothesis.class_id, names_by_id)
+            for d in array.detections] == ["ring", "unknown", "box"]
+    with pytest.raises(ValueError, match="class_id '7' is not in the detector's LabelInfo"):
+        messages.class_name("7", names_by_id)
+    with pytest.raises(ValueError, match="class_id_format"):
+        messages.detection2d_array(result, Header(), class_id_format="number")
 
 
 def test_detection3d_uses_instance_ids():
@@ -75,7 +100,9 @@ def test_detection3d_uses_instance_ids():
     boxes = [Box3D(3, np.array([0.1, 0.2, 2.0]), np.array([0.3, 0.2, 0.01]), 50)]
     array = messages.detection3d_array(result, boxes, Header(frame_id="cam"))
     (detection,) = array.detections
-    assert detection.id == "3" and detection.results[0].hypothesis.class_id == "box"
+    assert detection.id == "3" and detection.results[0].hypothesis.class_id == "0"  # class "box"
+    named = messages.detection3d_array(result, boxes, Header(frame_id="cam"), class_id_format="name")
+    assert named.detections[0].results[0].hypothesis.class_id == "box"
     assert detection.bbox.center.position.z == 2.0 and detection.bbox.size.x == 0.3
 
 

@@ -100,6 +100,38 @@ def test_label_info_reaches_a_late_subscriber(probe, node):
     probe.node.destroy_subscription(subscription)
 
 
+def test_class_ids_decode_through_label_info_and_names_on_request(probe, node):
+    """vision_msgs' contract: each class_id is looked up in the latched LabelInfo; class_id_format:=name
+    (set at run time) publishes the names the ids decode to."""
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    infos, subscription = probe.collect(LabelInfo, f"{OUT}/label_info", LATCHED)
+    wait_for(lambda: infos, 30, "latched LabelInfo")
+    names_by_id = {c.class_id: c.class_name for c in infos[0][1].class_map}
+    probe.node.destroy_subscription(subscription)
+    rgb = test_image(seed=7)
+    by_id, _ = _send_and_wait(probe, node, image_msg(rgb, _stamp(probe)))
+    ids = [d.results[0].hypothesis.class_id for d in by_id.detections]
+    assert ids and all(i.isdigit() and int(i) in names_by_id for i in ids), (ids, names_by_id)
+
+    client = probe.node.create_client(SetParameters, f"{OUT}/set_parameters")
+    assert client.wait_for_service(timeout_sec=30)
+    request = SetParameters.Request(parameters=[Parameter(name="class_id_format", value=ParameterValue(
+        type=ParameterType.PARAMETER_STRING, string_value="name"))])
+    future = client.call_async(request)
+    wait_for(future.done, 30, "set_parameters answer")
+    assert future.result().results[0].successful, future.result().results[0].reason
+    try:
+        by_name, _ = _send_and_wait(probe, node, image_msg(rgb, _stamp(probe)))
+        assert [d.results[0].hypothesis.class_id for d in by_name.detections] == [names_by_id[int(i)] for i in ids]
+    finally:
+        request.parameters[0].value.string_value = "id"
+        future = client.call_async(request)
+        wait_for(future.done, 30, "set_parameters answer")
+        probe.node.destroy_client(client)
+
+
 def test_padded_bgra8_gives_the_same_detections_as_rgb8(probe, node):
     rgb = test_image(seed=5)
     reference, reference_mask = _send_and_wait(probe, node, image_msg(rgb, _stamp(probe)))
