@@ -41,7 +41,7 @@ setup(
     tests_require=["pytest"],
     entry_points={
         "console_scripts": [
-            "perception_node = semseg_ros.node:main",
+            "perception_node = semseg_ros.node_main:main",
             "semseg-launch = semseg_ros.launch_runner:main",
             "semseg-make-bag = semseg_ros.bag_tools.make_bag:main",
             "semseg-replay = semseg_ros.bag_tools.replay:main",

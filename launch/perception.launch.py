@@ -4,49 +4,74 @@
 
 A plain launch / launch_ros file. Where ``ros2 launch`` is not installed (pip-only machines) the same
 file runs with ``semseg-launch perception.launch.py name:=value ...`` (semseg_ros/launch_runner.py).
-Parameters come from ``params_file``; launch arguments left empty keep the params file's value.
+Parameters come from ``params_file``; launch arguments left empty keep the params file's value; a given
+one is converted to the node parameter's type (``known_score_threshold:=1`` is the double 1.0).
 """
 import os
+import re
 
-import yaml
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-# launch argument -> node parameter; an empty argument leaves the params file's value in place
+# launch argument -> (type of the node parameter, description); an empty argument leaves the params file's
+# value in place. The types are the node's declared ones (semseg_ros/parameters.py SPECS; a test keeps them
+# equal): written here because importing the node's parameter table would load torch into the launch process.
 PARAMETER_ARGUMENTS = {
-    "weights": "Model checkpoint; empty = params file (default: the embedded tiny model).",
-    "model_config": "Model config YAML; empty = params file / the config stored with the weights.",
-    "device": "cpu, cuda or cuda:N; empty = params file (cpu).",
-    "known_score_threshold": "Minimum known-class score; empty = params file.",
-    "unknown_score_threshold": "Minimum unknown score; empty = params file.",
-    "use_depth": "true: subscribe depth + camera_info, publish ~/detections_3d.",
-    "process_every_frame": "true: every frame in order (bag evaluation); false: newest frame only.",
-    "debug_image": "Publish ~/debug_image while someone subscribes.",
-    "image_reliability": "best_effort or reliable for the camera subscriptions.",
+    "weights": (str, "Model checkpoint; empty = params file (default: the embedded tiny model)."),
+    "model_config": (str, "Model config YAML; empty = params file / the config stored with the weights."),
+    "device": (str, "cpu, cuda or cuda:N; empty = params file (cpu)."),
+    "known_score_threshold": (float, "Minimum known-class score; empty = params file."),
+    "unknown_score_threshold": (float, "Minimum unknown score; empty = params file."),
+    "use_depth": (bool, "true: subscribe depth + camera_info, publish ~/detections_3d."),
+    "process_every_frame": (bool, "true: every frame in order (bag evaluation); false: newest frame only."),
+    "debug_image": (bool, "Publish ~/debug_image while someone subscribes."),
+    "image_reliability": (str, "best_effort or reliable for the camera subscriptions."),
+    "class_id_format": (str, "id: class_id = the decimal id ~/label_info maps (default); name: the class name."),
 }
 _PARAMETER_NAMES = {"image_reliability": "image_qos.reliability"}
+_BOOLEANS = {"true": True, "false": False}
+_NODE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def typed(name, text, value_type):
+    """``text`` as ``value_type``, the way launch_ros' ParameterValue(value_type=...) coerces it: "1" for a
+    double parameter is 1.0 (yaml would make it an integer, which the node refuses)."""
+    try:
+        if value_type is bool:
+            return _BOOLEANS[text.strip().lower()]
+        return value_type(text)
+    except (KeyError, ValueError):
+        kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[value_type]
+        raise ValueError(f"launch argument {name}:={text!r} must be {kind}") from None
 
 
 def _perception_node(context):
     def argument(name):
         return LaunchConfiguration(name).perform(context)
 
+    node_name, image_topic = argument("node_name"), argument("image_topic")
+    if not _NODE_NAME.fullmatch(node_name):
+        raise ValueError(f"launch argument node_name:={node_name!r} is not a valid ROS node name (letters, "
+                         f"digits and '_', not starting with a digit)")
+    for topic in ("image_topic", "depth_topic", "camera_info_topic"):
+        if not argument(topic).strip():
+            raise ValueError(f"launch argument {topic}:= is empty; give a topic name such as "
+                             f"/camera/color/image_raw")
     overrides = {}
-    for name in PARAMETER_ARGUMENTS:
+    for name, (value_type, _) in PARAMETER_ARGUMENTS.items():
         value = argument(name)
         if value != "":
-            parsed = yaml.safe_load(value)  # "0.5" -> 0.5, "true" -> True, paths stay strings
-            overrides[_PARAMETER_NAMES.get(name, name)] = parsed
+            overrides[_PARAMETER_NAMES.get(name, name)] = typed(name, value, value_type)
     return [Node(
         package="semseg_ros",
         executable="perception_node",
-        name=argument("node_name"),
+        name=node_name,
         namespace=argument("namespace"),
         parameters=[argument("params_file"), overrides],
-        remappings=[("image", argument("image_topic")),
+        remappings=[("image", image_topic),
                     ("depth", argument("depth_topic")),
                     ("camera_info", argument("camera_info_topic"))],
         arguments=["--ros-args", "--log-level", argument("log_level")],
@@ -73,5 +98,5 @@ def generate_launch_description():
                               description="debug, info, warn, error."),
     ]
     arguments += [DeclareLaunchArgument(name, default_value="", description=text)
-                  for name, text in PARAMETER_ARGUMENTS.items()]
+                  for name, (_, text) in PARAMETER_ARGUMENTS.items()]
     return LaunchDescription(arguments + [OpaqueFunction(function=_perception_node)])

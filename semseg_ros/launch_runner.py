@@ -7,16 +7,27 @@ exactly as ``ros2 launch`` would. Otherwise small stand-ins for the subset a pla
 uses (LaunchDescription, DeclareLaunchArgument, OpaqueFunction, LaunchConfiguration,
 launch_ros Node) are put into ``sys.modules``: arguments are resolved, each Node becomes a process
 ``<executable> --ros-args -r __node:=... -r __ns:=... -r from:=to --params-file ...``, SIGINT/SIGTERM
-are forwarded, and the runner exits with the node's exit code. The runner says which one it uses.
+are forwarded. The runner says which one it uses.
+
+Where it differs from ``ros2 launch`` (measured with launch 3.4.3 / launch_ros 0.26.6), on purpose:
+- exit code: the node's own (non-zero when it fails to start or dies); ``ros2 launch`` exits 0 then.
+- a params file that does not exist is refused; ``ros2 launch`` warns and starts the node without it.
+Where it behaves the same: an undeclared ``name:=value`` is ignored (with a warning naming the declared
+ones); a launch file's error (e.g. ``image_topic:=`` empty, an invalid node name) is one line, its traceback
+only with ``-d``. Options: ``-s/--show-args``, ``-p/--print-description`` (the node command lines),
+``-d/--debug``, ``--launch-prefix`` as in ``ros2 launch``; ``-a/--show-all-subprocesses-output`` is
+accepted and has no effect (the node's output is always shown).
 """
 import argparse
 import importlib.util
 import os
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import traceback
 import types
 from pathlib import Path
 
@@ -222,9 +233,9 @@ def resolve_nodes(description, launch_arguments):
 
     visit(description.entities)
     unknown = sorted(set(launch_arguments) - set(declared))
-    if unknown:
-        raise LaunchError(f"unknown launch argument(s): {', '.join(unknown)}; declared: "
-                          f"{', '.join(sorted(declared))}")
+    if unknown:  # ros2 launch ignores them silently; a typo deserves a word
+        print(f"[semseg-launch] warning: ignoring undeclared launch argument(s) {', '.join(unknown)} "
+              f"(declared: {', '.join(sorted(declared))})", file=sys.stderr, flush=True)
     return nodes
 
 
@@ -240,13 +251,14 @@ def find_executable(package, executable):
     if found:
         return [found]
     if package == PACKAGE and executable == "perception_node":
-        return [sys.executable, "-m", "semseg_ros.node"]
+        return [sys.executable, "-m", "semseg_ros.node_main"]
     raise LaunchError(f"executable '{executable}' of package '{package}' not found")
 
 
-def node_command(node, context, temp_dir):
+def node_command(node, context, temp_dir, launch_prefix=""):
     """The process command line for one Node (its inline parameters go to a temp params file)."""
-    command = find_executable(perform(node.package, context), perform(node.executable, context))
+    command = shlex.split(launch_prefix)
+    command += find_executable(perform(node.package, context), perform(node.executable, context))
     arguments = [perform(a, context) for a in node.arguments]
     # arguments after their own --ros-args (e.g. --log-level) join the node's ROS arguments
     split = arguments.index("--ros-args") if "--ros-args" in arguments else len(arguments)
@@ -269,7 +281,8 @@ def node_command(node, context, temp_dir):
         else:
             path = perform(entry, context)
             if not os.path.isfile(path):
-                raise LaunchError(f"params file not found: {path}")
+                raise LaunchError(f"params file not found: {path} (ros2 launch would only warn and start "
+                                  f"the node without it; semseg-launch refuses)")
             ros_args += ["--params-file", path]
     for source, target in node.remappings:
         ros_args += ["-r", f"{perform(source, context)}:={perform(target, context)}"]
@@ -289,16 +302,24 @@ def _nest(flat):
     return nested
 
 
-def run_with_stand_ins(launch_file, launch_arguments):
+def run_with_stand_ins(launch_file, launch_arguments, launch_prefix="", print_only=False):
     description = load_launch_file(launch_file)
     nodes = resolve_nodes(description, launch_arguments)
     if not nodes:
         raise LaunchError(f"{launch_file} starts no node")
     with tempfile.TemporaryDirectory(prefix="semseg_launch_") as temp_dir:
+        commands = [node_command(node, context, temp_dir, launch_prefix) for node, context in nodes]
+        if print_only:  # the command lines, and the inline parameters that live in temp files
+            for command in commands:
+                print(shlex.join(command))
+                for path in sorted(Path(temp_dir).glob("*.yaml")):
+                    if str(path) in command:
+                        print(f"# {path.name}:\n" + "".join(f"#   {line}\n" for line in
+                                                             path.read_text().splitlines()), end="")
+            return 0
         processes = []
-        for node, context in nodes:
-            command = node_command(node, context, temp_dir)
-            print(f"[semseg-launch] starting: {' '.join(command)}", flush=True)
+        for command in commands:
+            print(f"[semseg-launch] starting: {shlex.join(command)}", flush=True)
             processes.append(subprocess.Popen(command))
 
         def forward(signum, _frame):
@@ -310,27 +331,49 @@ def run_with_stand_ins(launch_file, launch_arguments):
         signal.signal(signal.SIGTERM, forward)
         codes = [process.wait() for process in processes]
     for (node, _), code in zip(nodes, codes):
-        print(f"[semseg-launch] {node.executable} exited with code {code}", flush=True)
+        note = " (ros2 launch would exit 0; semseg-launch passes the code on)" if code else ""
+        print(f"[semseg-launch] {node.executable} exited with code {code}{note}", flush=True)
     return next((code for code in codes if code != 0), 0)
 
 
-def run_with_real_launch(launch_file, launch_arguments):
-    from launch import LaunchService
+def run_with_real_launch(launch_file, launch_arguments, launch_prefix="", debug=False, print_only=False):
+    from launch import LaunchDescription, LaunchService
     from launch.actions import IncludeLaunchDescription
     from launch.launch_description_sources import PythonLaunchDescriptionSource
-    service = LaunchService()
-    service.include_launch_description(IncludeLaunchDescription(
-        PythonLaunchDescriptionSource(str(launch_file)), launch_arguments=launch_arguments.items()))
+    arguments = dict(launch_arguments)
+    if launch_prefix:
+        arguments["launch-prefix"] = launch_prefix  # what ExecuteProcess reads, as ros2 launch sets it
+    include = IncludeLaunchDescription(PythonLaunchDescriptionSource(str(launch_file)),
+                                       launch_arguments=arguments.items())
+    if print_only:
+        from launch import LaunchIntrospector
+        print(LaunchIntrospector().format_launch_description(LaunchDescription([include])))
+        return 0
+    service = LaunchService(debug=debug)
+    service.include_launch_description(include)
     return service.run()
 
 
-def main(argv=None):
+def build_parser():
     parser = argparse.ArgumentParser(prog="semseg-launch", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 2)[2],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("launch", nargs="*", help="[package] launch_file, then name:=value ...")
-    parser.add_argument("--show-args", action="store_true",
+    parser.add_argument("-s", "--show-args", "--show-arguments", action="store_true",
                         help="list the launch file's arguments and exit")
-    args = parser.parse_args(argv)
+    parser.add_argument("-p", "--print", "--print-description", dest="print_description",
+                        action="store_true", help="print what would run (the node command lines) and exit")
+    parser.add_argument("-d", "--debug", action="store_true",
+                        help="tracebacks for launch errors (and the launch service's debug output)")
+    parser.add_argument("-a", "--show-all-subprocesses-output", action="store_true",
+                        help="accepted for ros2 launch compatibility: the node's output is always shown")
+    parser.add_argument("--launch-prefix", default="",
+                        help="prefix of the node command, e.g. 'gdb -ex run --args' or 'taskset -c 2'")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_intermixed_args(argv)
     positional = [a for a in args.launch if ":=" not in a]
     launch_arguments = dict(a.split(":=", 1) for a in args.launch if ":=" in a)
     real = _has_real("launch", "LaunchService") and _has_real("launch_ros.actions", "Node")
@@ -347,11 +390,15 @@ def main(argv=None):
         if real:
             print(f"[semseg-launch] using the installed launch/launch_ros for {launch_file}",
                   flush=True)
-            return run_with_real_launch(launch_file, launch_arguments)
-        print(f"[semseg-launch] launch/launch_ros not installed: running {launch_file} with "
-              f"semseg_ros's pip-only stand-ins", flush=True)
-        return run_with_stand_ins(launch_file, launch_arguments)
-    except LaunchError as error:
+            return run_with_real_launch(launch_file, launch_arguments, args.launch_prefix, args.debug,
+                                        args.print_description)
+        if not args.print_description:
+            print(f"[semseg-launch] launch/launch_ros not installed: running {launch_file} with "
+                  f"semseg_ros's pip-only stand-ins", flush=True)
+        return run_with_stand_ins(launch_file, launch_arguments, args.launch_prefix, args.print_description)
+    except (LaunchError, ValueError) as error:  # ValueError: the launch file's own argument checks
+        if args.debug:
+            traceback.print_exc()
         print(f"semseg-launch: error: {error}", file=sys.stderr)
         return 2
 

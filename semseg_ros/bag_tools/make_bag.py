@@ -24,8 +24,8 @@ from semseg_ros.bag_tools.typestore import CAMERA_INFO_TYPE, IMAGE_TYPE, bag_typ
 
 GROUNDTRUTH_FILE = "groundtruth.json"
 GROUNDTRUTH_FORMAT = "semseg_ros.groundtruth/1"
-DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
-DEFAULT_CAMERA_INFO_TOPIC = "/camera/camera_info"
+DEFAULT_IMAGE_TOPIC = "/camera/color/image_raw"  # the launch file's image_topic default
+DEFAULT_CAMERA_INFO_TOPIC = "/camera/color/camera_info"  # the launch file's camera_info_topic default
 # A fixed, recognisable start time (2024-01-01T00:00:00Z): the same input gives a byte-identical bag.
 DEFAULT_START_NS = 1_704_067_200 * 1_000_000_000
 

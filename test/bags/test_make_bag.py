@@ -51,8 +51,8 @@ def test_bag_frames_match_images_and_groundtruth(scenes, tmp_path, storage):
 
     store = bag_typestore()
     messages = read_all(bag)
-    images = [(t, raw) for topic, t, raw in messages if topic == "/camera/image_raw"]
-    infos = [raw for topic, _, raw in messages if topic == "/camera/camera_info"]
+    images = [(t, raw) for topic, t, raw in messages if topic == "/camera/color/image_raw"]
+    infos = [raw for topic, _, raw in messages if topic == "/camera/color/camera_info"]
     assert len(images) == len(infos) == NUM_IMAGES
     for (log_time, raw), frame in zip(images, gt["frames"]):
         msg = store.deserialize_cdr(raw, "sensor_msgs/msg/Image")

@@ -54,4 +54,4 @@ def test_colcon_build_installs_the_node_where_ros2_launch_looks(tmp_path):
     site = next(prefix.glob("lib/python3*/site-packages"))
     assert (site / "semseg_ros" / "env.py").is_file() and (site / "semseg_core" / "__init__.py").is_file()
     entry_points = "".join(p.read_text() for p in site.glob("semseg_ros*/entry_points.txt"))
-    assert "perception_node = semseg_ros.node:main" in entry_points, entry_points
+    assert "perception_node = semseg_ros.node_main:main" in entry_points, entry_points

@@ -6,7 +6,7 @@ import pytest
 
 from vision_msgs.msg import Detection2DArray
 
-from conftest import TINY_CONFIG, image_msg, test_image, wait_for, wait_until_subscribed
+from conftest import REPO, TINY_CONFIG, image_msg, test_image, wait_for, wait_until_subscribed
 
 
 @pytest.mark.parametrize("parameters, exit_code, message", [
@@ -37,8 +37,8 @@ def test_sigterm_ends_an_idle_node_with_exit_code_0(probe, start_node, tiny_weig
 
 
 def test_launch_file_through_semseg_launch(probe, start_node, tiny_weights):
-    command = [sys.executable, "-m", "semseg_ros.launch_runner", "perception.launch.py",
-               "namespace:=launched", "image_topic:=/launch_test/image", f"weights:={tiny_weights}",
+    command = [sys.executable, "-m", "semseg_ros.launch_runner", str(REPO / "launch" / "perception.launch.py"),
+               f"params_file:={REPO / 'config' / 'perception.yaml'}", "namespace:=launched", "image_topic:=/launch_test/image", f"weights:={tiny_weights}",
                f"model_config:={TINY_CONFIG}", "known_score_threshold:=0.0",
                "unknown_score_threshold:=0.0", "image_reliability:=reliable"]
     runner = start_node("launch_runner", {}, command=command)
