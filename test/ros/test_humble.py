@@ -171,9 +171,9 @@ def test_node_configures_activates_and_answers_on_humbles_rclpy(probe, tiny_weig
 
 @pytest.mark.slow
 def test_pure_ros_tests_pass_on_humbles_rclpy():
-    """The message, codec, depth and worker tests (no DDS traffic) under the Humble view."""
+    """The message, codec, depth, worker and model-loading tests (no DDS traffic) under the Humble view."""
     tests = ["test/ros/test_messages.py", "test/ros/test_image_codec.py", "test/ros/test_depth.py",
-             "test/ros/test_worker.py"]
+             "test/ros/test_worker.py", "test/ros/test_model_loader.py"]
     runner = ("import os, sys, pytest\n"
               "assert os.environ.get('SEMSEG_HUMBLE_VIEW') == '1', 'the Humble view is not active'\n"
               f"sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', *{tests!r}]))")
