@@ -6,11 +6,9 @@ test items carry the image and its sizes, and the dataset's `records` keep every
 """
 
 import logging
-import os
 from collections import Counter
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-import cv2
 import numpy as np
 import torch
 from pycocotools import mask as mask_utils
@@ -19,24 +17,10 @@ from torch.utils.data import Dataset
 from semseg_core.constants import UNKNOWN_ID
 from semseg_core.data.catalog import dataset_paths, get_dataset_meta
 from semseg_core.data.coco_openset import DatasetError, filter_for_training, load_coco_records, read_coco_json
+from semseg_core.data.image_io import image_size, read_image
 from semseg_core.data.transforms import ResizeFlip, build_test_transform, sample_train_transform
 
 logger = logging.getLogger(__name__)
-
-
-def read_image(path: str, image_format: str, json_file: str = "") -> np.ndarray:
-    """H x W x 3 uint8 in `image_format` ("BGR" | "RGB"); a missing/unreadable file names the json listing it."""
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        where = f" (listed in {json_file})" if json_file else ""
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"image not found: {path}{where}")
-        raise DatasetError(f"cannot decode image {path}{where}: corrupt or not an image")
-    if image_format == "RGB":
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    elif image_format != "BGR":
-        raise ValueError(f"INPUT.FORMAT must be 'BGR' or 'RGB', got {image_format!r}")
-    return image
 
 
 def _annotation_mask(seg, h: int, w: int, t: ResizeFlip, where: str) -> np.ndarray:
@@ -68,6 +52,16 @@ class OpenSetDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def aspect_buckets(self) -> List[int]:
+        """0 for a landscape image (w > h), 1 otherwise (detectron2's grouping), from the json's sizes; an image
+        the json gives no size for is measured from its file header (EXIF orientation applied)."""
+        return [0 if w > h else 1 for h, w in (self._size_of(rec) for rec in self.records)]
+
+    def _size_of(self, rec: Dict) -> Tuple[int, int]:
+        if rec["height"] is not None and rec["width"] is not None:
+            return int(rec["height"]), int(rec["width"])
+        return image_size(rec["file_name"], self.meta["json_file"])
 
     def __getitem__(self, key: Union[int, Tuple[int, ...]]) -> Dict:
         index, rng_key = (key[0], list(key[1:])) if isinstance(key, tuple) else (int(key), [int(key)])
