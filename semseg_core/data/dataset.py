@@ -48,6 +48,9 @@ class OpenSetDataset(Dataset):
         self.input_cfg = cfg.INPUT
         self.image_format = cfg.INPUT.FORMAT
         self.mask_on = bool(cfg.MODEL.MASK_ON)
+        self.mask_format = cfg.INPUT.MASK_FORMAT
+        if self.mask_format not in ("polygon", "bitmask"):
+            raise ValueError(f"INPUT.MASK_FORMAT must be 'polygon' or 'bitmask', got {self.mask_format!r}")
         self.known_index = {cid: k for k, cid in enumerate(meta["known_category_ids"])}
 
     def __len__(self) -> int:
@@ -100,13 +103,26 @@ class OpenSetDataset(Dataset):
             "boxes": torch.from_numpy(boxes[keep]),
             "classes": torch.tensor([self.known_index[a["category_id"]] for a in anns], dtype=torch.int64),
         }
-        if self.mask_on:
+        if self.mask_on and self.mask_format == "polygon":
+            out["polygons"] = [self._polygons(a, t) for a in anns]
+        elif self.mask_on:
             masks = np.zeros((len(anns), t.new_h, t.new_w), dtype=np.uint8)
             for i, a in enumerate(anns):
                 where = f"{self.meta['json_file']}: annotation {a['id']}"
                 masks[i] = _annotation_mask(a["segmentation"], t.h, t.w, t, where)
             out["masks"] = torch.from_numpy(masks)
         return out
+
+
+    def _polygons(self, ann: Dict, t: ResizeFlip) -> List[np.ndarray]:
+        """The annotation's polygons in resized-image pixels (float64 [x1, y1, ...]); the mask head rasterises them
+        inside each proposal box (detectron2's PolygonMasks path)."""
+        seg = ann["segmentation"]
+        if not isinstance(seg, list):
+            raise DatasetError(
+                f"{self.meta['json_file']}: annotation {ann['id']} is an RLE mask, but INPUT.MASK_FORMAT 'polygon' "
+                "needs polygon annotations (detectron2 refuses them too); set INPUT.MASK_FORMAT bitmask")
+        return t.apply_polygons(seg)
 
 
 def build_dataset(cfg, name: str, is_train: bool) -> OpenSetDataset:
@@ -118,6 +134,11 @@ def build_dataset(cfg, name: str, is_train: bool) -> OpenSetDataset:
         ensure_synthetic_dataset(cfg, names=[name])
     doc = read_coco_json(json_file)
     meta = get_dataset_meta(name, cfg, _doc=doc)
+    num_classes = int(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+    if num_classes and len(meta["categories"]) != num_classes:
+        raise DatasetError(
+            f"MODEL.ROI_HEADS.NUM_CLASSES is {num_classes} but {json_file} (dataset {name!r}) has "
+            f"{len(meta['categories'])} categories; set it to that number (or 0 to skip this check)")
     need_masks = is_train and bool(cfg.MODEL.MASK_ON)
     records, stats = load_coco_records(doc, json_file, image_root, need_masks=need_masks)
     del doc
