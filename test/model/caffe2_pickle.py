@@ -34,12 +34,18 @@ def r50_caffe2_shapes():
 
 
 def random_r50_arrays(seed=0):
-    """Plausible random values: He-scaled convs, BN gamma ~1, positive variances (training stays finite)."""
+    """Plausible random values, so that activations stay in range as with real weights: He-scaled convs,
+    positive variances (the stem's of the order of its 0..255-scale input's), small gammas closing each residual
+    branch (else 16 random blocks grow the activations ~10^4-fold)."""
     rng = np.random.default_rng(seed)
     out = {}
     for name, shape in r50_caffe2_shapes().items():
         if name.endswith("_w") and len(shape) == 4:
             value = rng.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[1:]))
+        elif name == "res_conv1_bn_running_var":
+            value = rng.uniform(0.5, 1.5, shape) * 1e4
+        elif name.endswith("_branch2c_bn_gamma"):
+            value = rng.uniform(0.05, 0.15, shape)
         elif name.endswith(("_gamma", "running_var")):
             value = rng.uniform(0.5, 1.5, shape)
         else:
@@ -81,5 +87,10 @@ def write_torchvision_r50(path, seed=0):
     """torchvision's ResNet-50 state dict (real names incl. fc and num_batches_tracked), randomly initialised."""
     torch.manual_seed(seed)
     state = resnet50(weights=None).state_dict()
+    for name, value in state.items():  # as above: small gammas closing the residual branches, positive variances
+        if name.endswith("bn3.weight"):
+            value.uniform_(0.05, 0.15)
+        elif name.endswith("running_var"):
+            value.uniform_(0.5, 1.5)
     torch.save(state, path)
     return state
