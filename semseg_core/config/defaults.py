@@ -63,8 +63,8 @@ _C.MODEL.PROPOSAL_GENERATOR.MIN_SIZE = 0.0  # drop proposals with width or heigh
 # Classification-free RPN (the authors' OLNRPN).
 _C.MODEL.RPN = CfgNode()
 _C.MODEL.RPN.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
-# detectron2 key: anchors crossing the image border by more than this are ignored in RPN training. Only -1 (keep
-# every anchor, the authors' value and what detectron2 0.6's RPN does) is implemented; check_config refuses others.
+# detectron2 key (a legacy option there, off at -1): anchors crossing the image border by more than this are
+# ignored in RPN training. Only -1 (keep every anchor, the authors' value) is implemented; check_config refuses others.
 _C.MODEL.RPN.BOUNDARY_THRESH = -1
 _C.MODEL.RPN.IOU_THRESHOLDS = [0.3, 0.7]  # regression matcher: <0.3 negative, >=0.7 positive
 _C.MODEL.RPN.IOU_LABELS = [0, -1, 1]
