@@ -482,11 +482,16 @@ def load_torchvision_resnet(model: nn.Module, state: Mapping[str, torch.Tensor],
     return _load_trunk(model, trunk, report, folded_bn=False)
 
 
+# torch.save's legacy (pre-1.6, non-zip) format is a pickle too; it starts with this pickled magic number.
+_TORCH_LEGACY_HEAD = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)[:-1]
+
+
 def is_numpy_pickle(path: str) -> bool:
-    """A classic pickle (protocol 0-5, not torch's zip container): detectron2 / caffe2 `.pkl` weights."""
+    """A plain pickle that is not a torch file (zip or legacy format): detectron2 / caffe2 `.pkl` weights."""
     with open(path, "rb") as f:
-        head = f.read(2)
-    return len(head) == 2 and head[0] == 0x80 and not zipfile.is_zipfile(path)
+        head = f.read(len(_TORCH_LEGACY_HEAD))
+    is_pickle = head[:1] == b"\x80" or head[:1] in (b"(", b"}", b"]")  # protocol 2+ / protocol 0-1 openings
+    return is_pickle and not head.startswith(_TORCH_LEGACY_HEAD) and not zipfile.is_zipfile(path)
 
 
 def load_initial_weights(cfg, model: nn.Module, path: str) -> Union[BackboneInitReport, ImportReport, str]:

@@ -1,10 +1,11 @@
 """Backbone + FPN: output levels and shapes, the MSRA stride convention, freezing, parameter names."""
 import pytest
 import torch
+from torch.nn import functional as F
 from torchvision.ops import FrozenBatchNorm2d
 
 from semseg_core.config import get_cfg
-from semseg_core.modeling.backbone import ResNetFPNBackbone, build_backbone
+from semseg_core.modeling.backbone import D2FrozenBatchNorm2d, ResNetFPNBackbone, build_backbone
 
 torch.set_num_threads(1)
 
@@ -94,10 +95,6 @@ def test_bad_names_and_sizes_are_clear_errors():
 
 
 def test_frozen_bn_computes_as_detectron2_with_f_batch_norm():
-    from torch.nn import functional as F
-
-    from semseg_core.modeling.backbone import D2FrozenBatchNorm2d
-
     g = torch.Generator().manual_seed(0)
     bn = D2FrozenBatchNorm2d(64, eps=1e-5)
     for name in ("weight", "bias", "running_mean"):

@@ -344,6 +344,12 @@ def test_torchvision_resnet50_file_fills_the_trunk(tmp_path):
     assert body.layer2[0].conv2.stride == (2, 2) and body.layer2[0].conv1.stride == (1, 1)  # stride in the 3x3
     assert {"fc.weight", "fc.bias", "bn1.num_batches_tracked"} <= set(report.ignored)
     assert len(report.loaded) == 265
+    # torchvision's older hosted files use torch.save's legacy (non-zip) format, itself a pickle
+    legacy = tmp_path / "resnet50-legacy.pth"
+    torch.save(state, legacy, _use_new_zipfile_serialization=False)
+    model, cfg = _r50_model(TORCHVISION_OVERRIDES)
+    ckpt.load_initial_weights(cfg, model, str(legacy))
+    assert torch.equal(model.backbone.body.layer3[2].conv2.weight, state["layer3.2.conv2.weight"])
 
 
 def test_training_a_frozen_backbone_from_random_init_is_refused_unless_asked():
