@@ -7,7 +7,7 @@ test items carry the image and its sizes, and the dataset's `records` keep every
 
 import logging
 from collections import Counter
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Tuple, Union
 
 import numpy as np
 import torch
