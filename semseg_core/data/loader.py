@@ -11,7 +11,8 @@ share of that stream (the positions it would take without grouping, in order) an
 buckets, landscape (w > h) or not; a batch is emitted when a bucket holds the rank's batch size. Images of a batch
 then have similar shapes, so less padding. Batch k of a rank is found by replaying its stream from position 0
 (index arithmetic only, no image is read), so resuming at k is still exact. When every image falls into one bucket,
-the batches are those without grouping.
+the batches are those without grouping. detectron2 groups inside each loader worker, so its batches depend on
+NUM_WORKERS; grouping in the sampler keeps ours independent of it (same rule, deterministic order).
 """
 
 import logging
