@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from semseg_core.checkpoint import CheckpointError
 from semseg_core.config import load_config
 from semseg_core.engine.trainer import Trainer
 
@@ -98,3 +99,10 @@ def test_r50_coco_config_trains_from_torchvision_resnet50(coco_root, tmp_path):
     body, stem = _train_three_steps(coco_root, tmp_path / "out_tv", path, TORCHVISION_OVERRIDES)
     assert torch.equal(stem, state["conv1.weight"])
     assert torch.equal(body.layer1[2].bn3.running_var, state["layer1.2.bn3.running_var"])
+
+
+def test_r50_coco_config_without_weights_refuses_to_train(coco_root, tmp_path):
+    cfg = load_config(COCO_YAML, ["MODEL.DEVICE", "cpu", "DATASETS.ROOT", str(coco_root), "DATASETS.TEST", "[]",
+                                  "OUTPUT_DIR", str(tmp_path / "out")])
+    with pytest.raises(CheckpointError, match="needs pretrained weights.*MODEL.WEIGHTS.*R-50.pkl"):
+        Trainer(cfg)
