@@ -1,5 +1,7 @@
-"""Checkpoints: atomic save, safe load (`torch.load(weights_only=True)`), and import of the authors'
-detectron2 SemSeg checkpoints (`model_final.pth`, a `{"model": state_dict}` pickle of tensors).
+"""Checkpoints: atomic save, safe load (`torch.load(weights_only=True)`), import of the authors' detectron2 SemSeg
+checkpoints (`model_final.pth`, a `{"model": state_dict}` pickle of tensors), and ImageNet backbone initialisation
+from detectron2's `R-50.pkl` (caffe2 names, a pickle of numpy arrays read by a numpy-only unpickler) or from
+torchvision's ResNet-50 state dict.
 
 Our format: `{"model": state_dict, "config": cfg.dump(), "meta": {...}, **extra}`.
 CLI: `python -m semseg_core.checkpoint convert-d2 model_final.pth out.pth --config CONFIG.yaml [KEY VALUE ...]`.
@@ -7,6 +9,8 @@ CLI: `python -m semseg_core.checkpoint convert-d2 model_final.pth out.pth --conf
 from __future__ import annotations
 
 import argparse
+import collections
+import logging
 import os
 import pickle
 import re
@@ -16,10 +20,13 @@ import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
+import numpy as np
 import torch
 from torch import nn
 
 from semseg_core.atomic_io import atomic_open
+
+logger = logging.getLogger(__name__)
 
 FORMAT_NAME = "semseg_core"
 FORMAT_VERSION = 1
@@ -88,9 +95,9 @@ def _torch_load(path: str, map_location) -> Any:
         text = str(err)
         if "numpy" in text:
             raise CheckpointError(
-                f"checkpoint {path} contains numpy arrays, which safe (weights_only) loading does not read; "
-                "re-save it with torch tensors (e.g. a detectron2 model-zoo .pkl must be converted to a "
-                "{'model': {name: torch.Tensor}} .pth first)") from None
+                f"checkpoint {path} is a torch file holding numpy arrays, which safe (weights_only) loading does "
+                "not read; re-save it with torch tensors (detectron2 / caffe2 .pkl weights such as R-50.pkl are "
+                "read as they are through MODEL.WEIGHTS)") from None
         detail = next((line.strip() for line in text.splitlines() if "Unsupported global" in line), "")
         raise CheckpointError(f"checkpoint {path} holds objects other than tensors and plain containers, "
                               f"which safe (weights_only) loading refuses. {detail}") from None
@@ -274,6 +281,256 @@ def apply_checkpoint(model: nn.Module, checkpoint: Mapping[str, Any], source: st
 def load_model_weights(model: nn.Module, path: str) -> Union[ImportReport, str]:
     """Load weights from one of our checkpoints (strict) or an authors' detectron2 checkpoint (imported)."""
     return apply_checkpoint(model, load_checkpoint(path), os.fspath(path))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ImageNet backbone initialisation (the authors' start: detectron2's ImageNetPretrained/MSRA/R-50.pkl)
+# ---------------------------------------------------------------------------------------------------------------
+BACKBONE_PREFIX = "backbone.body."
+
+
+def _numpy_globals() -> Dict[Tuple[str, str], Any]:
+    """The only globals a pickle of numpy arrays needs, under the module names numpy 1.x (and Python 2) and 2.x use."""
+    reconstruct = np.ndarray(0).__reduce__()[0]  # numpy's array rebuilder
+    scalar = np.float32(0).__reduce__()[0]  # numpy's scalar rebuilder
+    allowed: Dict[Tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+                                           ("collections", "OrderedDict"): collections.OrderedDict}
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed[module, "_reconstruct"] = reconstruct
+        allowed[module, "scalar"] = scalar
+    return allowed
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Admits numpy arrays, dtypes and scalars and plain containers; any other global is refused (no code runs)."""
+
+    _ALLOWED = _numpy_globals()
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self._ALLOWED[module, name]
+        except KeyError:
+            raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed: only numpy arrays and plain "
+                                         "containers are read from a .pkl weights file") from None
+
+
+def read_numpy_pickle(path: str) -> Dict[str, np.ndarray]:
+    """Name -> numpy array of a detectron2 / caffe2 weights pickle (e.g. detectron2's ImageNet `R-50.pkl`).
+
+    Python-2 pickles are read with latin1 (what detectron2 does); a `{"blobs": ...}` (caffe2 detection file) or
+    `{"model": ..., "__author__": ...}` (detectron2 model zoo) wrapper is unwrapped and caffe2's `*_momentum`
+    solver entries are dropped.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        with open(path, "rb") as f:
+            data = _NumpyOnlyUnpickler(f, encoding="latin1").load()
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    except (EOFError, ValueError, TypeError, IndexError, AttributeError, ImportError) as err:
+        raise CheckpointError(f"{path} is truncated, corrupt or not a pickle of numpy arrays "
+                              f"({type(err).__name__}: {err})") from None
+    if isinstance(data, Mapping) and "model" in data and "__author__" in data:
+        data = data["model"]
+    elif isinstance(data, Mapping) and "blobs" in data:
+        data = data["blobs"]
+    if not isinstance(data, Mapping):
+        raise CheckpointError(f"{path}: expected a dict of named numpy arrays, got {type(data).__name__}")
+    arrays = {str(k): v for k, v in data.items() if not str(k).endswith("_momentum")}
+    bad = [k for k, v in arrays.items() if not isinstance(v, np.ndarray)]
+    if bad:
+        raise CheckpointError(f"{path}: entries that are not numpy arrays: {_list(bad)}")
+    return arrays
+
+
+_C2_BN_FIELDS = {"gamma": "weight", "beta": "bias", "running_mean": "running_mean", "running_var": "running_var",
+                 "s": "weight", "b": "bias"}  # s / b: the older files with BN folded into an affine
+_C2_CONV_OF_BRANCH = {"2a": "conv1", "2b": "conv2", "2c": "conv3"}
+_C2_IGNORED = re.compile(r"^(fc1000_[wb]|conv1_b)$")  # classifier; the MSRA stem bias detectron2 ignores too
+_C2_RULES = [
+    (re.compile(r"^conv1_w$"), lambda m: "conv1.weight"),
+    (re.compile(r"^res_conv1_bn_(gamma|beta|running_mean|running_var|s|b)$"), lambda m: f"bn1.{_C2_BN_FIELDS[m[1]]}"),
+    (re.compile(r"^res([2-5])_(\d+)_branch(2[abc])_w$"),
+     lambda m: f"layer{int(m[1]) - 1}.{m[2]}.{_C2_CONV_OF_BRANCH[m[3]]}.weight"),
+    (re.compile(r"^res([2-5])_(\d+)_branch(2[abc])_bn_(gamma|beta|running_mean|running_var|s|b)$"),
+     lambda m: f"layer{int(m[1]) - 1}.{m[2]}.bn{_C2_CONV_OF_BRANCH[m[3]][-1]}.{_C2_BN_FIELDS[m[4]]}"),
+    (re.compile(r"^res([2-5])_(\d+)_branch1_w$"), lambda m: f"layer{int(m[1]) - 1}.{m[2]}.downsample.0.weight"),
+    (re.compile(r"^res([2-5])_(\d+)_branch1_bn_(gamma|beta|running_mean|running_var|s|b)$"),
+     lambda m: f"layer{int(m[1]) - 1}.{m[2]}.downsample.1.{_C2_BN_FIELDS[m[3]]}"),
+]
+
+
+def map_caffe2_key(key: str) -> Optional[str]:
+    """Our trunk name (relative to `backbone.body.`) of a caffe2 ResNet blob name, or None."""
+    for pattern, replacement in _C2_RULES:
+        match = pattern.match(key)
+        if match:
+            return replacement(match)
+    return None
+
+
+# The conventions each ImageNet file was trained with (detectron2's MODEL_ZOO notes): config values they need.
+MSRA_CONVENTION = {"MODEL.BACKBONE.NAME": "resnet50_msra", "INPUT.FORMAT": "BGR",
+                   "MODEL.PIXEL_MEAN": [103.530, 116.280, 123.675], "MODEL.PIXEL_STD": [1.0, 1.0, 1.0]}
+TORCHVISION_CONVENTION = {"MODEL.BACKBONE.NAME": "resnet50_torchvision", "INPUT.FORMAT": "RGB",
+                          "MODEL.PIXEL_MEAN": [123.675, 116.280, 103.530], "MODEL.PIXEL_STD": [58.395, 57.120, 57.375]}
+
+
+@dataclass
+class BackboneInitReport:
+    """What an ImageNet backbone file gave the model and what stays at its random initialisation."""
+
+    source: str
+    file_format: str
+    loaded: List[str] = field(default_factory=list)  # our model keys
+    ignored: List[str] = field(default_factory=list)  # file entries not used (classifier, stem bias, ...)
+    random: List[str] = field(default_factory=list)  # model keys left at their initialisation
+
+    def __str__(self) -> str:
+        groups: Dict[str, int] = collections.Counter(".".join(k.split(".")[:2]) for k in self.random)
+        random = ", ".join(f"{g} ({n})" for g, n in sorted(groups.items())) or "nothing"
+        return (f"backbone initialised from {self.source} ({self.file_format}): loaded {len(self.loaded)} trunk "
+                f"tensors; ignored file entries: {', '.join(self.ignored) or 'none'}; left at random init: "
+                f"{len(self.random)} tensors: {random}")
+
+
+def _check_convention(cfg, convention: Mapping[str, Any], source: str, file_format: str) -> None:
+    def value(dotted: str):
+        node = cfg
+        for part in dotted.split("."):
+            node = node[part]
+        return list(node) if isinstance(node, (list, tuple)) else node
+
+    def differs(have, want) -> bool:
+        if isinstance(want, list):
+            return len(have) != len(want) or not np.allclose(have, want)
+        return have != want
+
+    wrong = [(k, value(k), v) for k, v in convention.items() if differs(value(k), v)]
+    if wrong:
+        needed = " ".join(f"{k} " + (str(v).replace(" ", "") if isinstance(v, list) else str(v))
+                          for k, _, v in wrong)
+        found = "; ".join(f"{k} is {have!r}" for k, have, _ in wrong)
+        raise CheckpointError(f"{source} is {file_format}, trained with other input conventions than this config: "
+                              f"{found}. Set: {needed}")
+
+
+def _load_trunk(model: nn.Module, trunk_state: Mapping[str, torch.Tensor], report: BackboneInitReport,
+                folded_bn: bool) -> BackboneInitReport:
+    target = model.state_dict()
+    trunk_keys = [k for k in target if k.startswith(BACKBONE_PREFIX)]
+    unexpected = [k for k in trunk_state if BACKBONE_PREFIX + k not in target]
+    mismatched = [f"{k} {tuple(v.shape)} vs model {tuple(target[BACKBONE_PREFIX + k].shape)}"
+                  for k, v in trunk_state.items()
+                  if BACKBONE_PREFIX + k in target and tuple(v.shape) != tuple(target[BACKBONE_PREFIX + k].shape)]
+    filled = {BACKBONE_PREFIX + k for k in trunk_state}
+    if folded_bn:  # BN folded into weight/bias: the statistics are the identity (detectron2 does the same)
+        filled |= {k for k in trunk_keys if k.endswith(("running_mean", "running_var"))}
+    missing = [k for k in trunk_keys if k not in filled]
+    if unexpected or mismatched or missing:
+        raise CheckpointError(
+            f"{report.source} ({report.file_format}) does not fit this backbone (MODEL.BACKBONE.NAME?): "
+            f"unexpected: {_list(unexpected) or 'none'}; shape mismatches: {_list(mismatched) or 'none'}; "
+            f"trunk tensors without a value: {_list(missing) or 'none'}")
+    with torch.no_grad():
+        params = model.state_dict(keep_vars=True)
+        for key in trunk_keys:
+            name = key[len(BACKBONE_PREFIX):]
+            if name in trunk_state:
+                params[key].copy_(trunk_state[name].to(dtype=params[key].dtype))
+            else:
+                params[key].fill_(0.0 if key.endswith("running_mean") else 1.0)
+    report.loaded = trunk_keys
+    report.random = [k for k in target if not k.startswith(BACKBONE_PREFIX)]
+    return report
+
+
+def load_caffe2_resnet(model: nn.Module, path: str) -> BackboneInitReport:
+    """detectron2's ImageNet `R-50.pkl` (caffe2 names, numpy arrays) -> the ResNet trunk of `model`."""
+    arrays = read_numpy_pickle(path)
+    report = BackboneInitReport(source=os.fspath(path), file_format="detectron2 ImageNet weights, caffe2 names")
+    trunk, unmapped = {}, []
+    for key, array in arrays.items():
+        ours = map_caffe2_key(key)
+        if ours is not None:
+            trunk[ours] = torch.from_numpy(np.array(array, dtype=np.float32))
+        elif _C2_IGNORED.match(key):
+            report.ignored.append(key)
+        else:
+            unmapped.append(key)
+    if unmapped:
+        raise CheckpointError(f"{path}: {len(unmapped)} entries are not caffe2 ResNet names: {_list(unmapped)}")
+    folded = any(k.endswith("_bn_s") for k in arrays)
+    return _load_trunk(model, trunk, report, folded_bn=folded)
+
+
+def is_torchvision_resnet_state(state: Mapping[str, Any]) -> bool:
+    return "conv1.weight" in state and "layer1.0.conv1.weight" in state and "bn1.weight" in state
+
+
+def load_torchvision_resnet(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> BackboneInitReport:
+    """torchvision's ResNet state dict (`resnet50-*.pth`) -> the ResNet trunk of `model`."""
+    report = BackboneInitReport(source=source, file_format="torchvision ImageNet ResNet weights")
+    trunk = {}
+    for key, value in state.items():
+        if key.startswith("fc.") or key.endswith("num_batches_tracked"):
+            report.ignored.append(key)
+        else:
+            trunk[key] = value
+    return _load_trunk(model, trunk, report, folded_bn=False)
+
+
+# torch.save's legacy (pre-1.6, non-zip) format is a pickle too; it starts with this pickled magic number.
+_TORCH_LEGACY_HEAD = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)[:-1]
+
+
+def is_numpy_pickle(path: str) -> bool:
+    """A plain pickle that is not a torch file (zip or legacy format): detectron2 / caffe2 `.pkl` weights."""
+    with open(path, "rb") as f:
+        head = f.read(len(_TORCH_LEGACY_HEAD))
+    is_pickle = head[:1] == b"\x80" or head[:1] in (b"(", b"}", b"]")  # protocol 2+ / protocol 0-1 openings
+    return is_pickle and not head.startswith(_TORCH_LEGACY_HEAD) and not zipfile.is_zipfile(path)
+
+
+def load_initial_weights(cfg, model: nn.Module, path: str) -> Union[BackboneInitReport, ImportReport, str]:
+    """MODEL.WEIGHTS at the start of training (or evaluation): a whole model (ours / the authors' detectron2
+    checkpoint) or an ImageNet backbone file (R-50.pkl, torchvision), whose input conventions must be the config's.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"MODEL.WEIGHTS file not found: {path}")
+    if is_numpy_pickle(path):
+        _check_convention(cfg, MSRA_CONVENTION, path, "detectron2's ImageNet R-50 (MSRA, caffe2 names)")
+        report = load_caffe2_resnet(model, path)
+    else:
+        checkpoint = load_checkpoint(path)
+        if is_torchvision_resnet_state(checkpoint["model"]):
+            _check_convention(cfg, TORCHVISION_CONVENTION, path, "torchvision's ImageNet ResNet")
+            report = load_torchvision_resnet(model, checkpoint["model"], path)
+        else:
+            return apply_checkpoint(model, checkpoint, path)
+    logger.info("%s", report)
+    return report
+
+
+def check_backbone_initialisation(cfg) -> None:
+    """Training without MODEL.WEIGHTS keeps a FrozenBN trunk at identity norms and frozen stages at random init for
+    the whole run: refuse it unless MODEL.BACKBONE.ALLOW_RANDOM_INIT says it is meant (tests, benchmarks)."""
+    if cfg.MODEL.WEIGHTS or bool(cfg.MODEL.BACKBONE.ALLOW_RANDOM_INIT):
+        return
+    frozen_bn = cfg.MODEL.RESNETS.NORM == "FrozenBN"
+    frozen_stages = int(cfg.MODEL.BACKBONE.FREEZE_AT) > 0
+    if frozen_bn or frozen_stages:
+        what = " and ".join(w for w, on in (("MODEL.RESNETS.NORM FrozenBN", frozen_bn),
+                                             (f"MODEL.BACKBONE.FREEZE_AT {cfg.MODEL.BACKBONE.FREEZE_AT}",
+                                              frozen_stages)) if on)
+        raise CheckpointError(
+            f"training with {what} needs pretrained weights, or the frozen parts stay random for the whole run. "
+            "Set MODEL.WEIGHTS to detectron2's ImageNet R-50.pkl (the authors' start) or torchvision's ResNet-50 "
+            "file (README, 'faithful to the authors'); train from scratch with MODEL.RESNETS.NORM GN/BN and "
+            "MODEL.BACKBONE.FREEZE_AT 0; or set MODEL.BACKBONE.ALLOW_RANDOM_INIT True if this is meant")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from .checkpoint import apply_checkpoint, checkpoint_config_text, load_checkpoint
 from .config import CfgNode, ConfigError, get_cfg
 from .constants import UNKNOWN_ID, UNKNOWN_NAME
-from .data.transforms import resize_shortest_edge_size
+from .data.transforms import resize_image_pil, resize_shortest_edge_size
 from .device import resolve_device
 
 ASSETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
@@ -171,15 +171,25 @@ class Predictor:
         h, w = image.shape[:2]
         if h == 0 or w == 0:
             raise ValueError(f"image {index}: empty image {image.shape}")
-        if not (image.flags.c_contiguous and image.flags.writeable):
-            image = np.array(image)  # torch.from_numpy wants a writable, contiguous array (e.g. ROS buffers are read-only)
-        tensor = torch.from_numpy(image).to(self.device, non_blocking=True).permute(2, 0, 1)
-        if color != self.input_format.lower():
-            tensor = tensor.flip(0)  # RGB <-> BGR
         new_h, new_w = resize_shortest_edge_size(h, w, int(self.cfg.INPUT.MIN_SIZE_TEST),
                                                  int(self.cfg.INPUT.MAX_SIZE_TEST))
-        if (new_h, new_w) != (h, w):
-            # Bilinear like the data pipeline's test resize, done on the device; back to uint8 as the model expects.
+        if self.cfg.INPUT.TEST_RESIZE not in ("pil", "device"):
+            raise ConfigError(f"INPUT.TEST_RESIZE must be 'pil' or 'device', got {self.cfg.INPUT.TEST_RESIZE!r}")
+        on_device = self.cfg.INPUT.TEST_RESIZE == "device"
+        if not on_device:
+            # detectron2's ResizeShortestEdge: the uint8 image through PIL bilinear, on the host (faithful).
+            image = resize_image_pil(image, new_h, new_w)
+        if not (image.flags.c_contiguous and image.flags.writeable):
+            image = np.array(image)  # torch.from_numpy wants a writable, contiguous array (e.g. ROS buffers are read-only)
+        tensor = torch.from_numpy(image)
+        if self.device.type == "cuda":
+            tensor = tensor.pin_memory()  # page-locked, so the copy below is asynchronous
+        tensor = tensor.to(self.device, non_blocking=True).permute(2, 0, 1)
+        if color != self.input_format.lower():
+            tensor = tensor.flip(0)  # RGB <-> BGR
+        if on_device and (new_h, new_w) != (h, w):
+            # [ours] faster switch: bilinear on floats on the device, rounded back to uint8 (differs from PIL by
+            # one grey level on a few % of the pixels; BENCHMARKS.md "Input resize").
             resized = F.interpolate(tensor[None].float(), size=(new_h, new_w), mode="bilinear", align_corners=False)
             tensor = resized[0].round_().clamp_(0, 255).to(torch.uint8)
         return {"image": tensor.contiguous(), "height": h, "width": w}

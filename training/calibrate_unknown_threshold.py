@@ -28,7 +28,7 @@ if _REPO_ROOT not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from training.evaluate import _read_rgb  # noqa: E402
+from semseg_core.data.image_io import read_image  # noqa: E402
 
 
 def known_object_distances(predictor, gt: dict, image_root: str, known_ids: Sequence[int],
@@ -50,7 +50,7 @@ def known_object_distances(predictor, gt: dict, image_root: str, known_ids: Sequ
             boxes = by_image.get(img["id"])
             if not boxes:
                 continue
-            result = predictor(_read_rgb(os.path.join(image_root, img["file_name"])))
+            result = predictor(read_image(os.path.join(image_root, img["file_name"]), "RGB"))
             if len(result) == 0:
                 continue
             iou = box_iou(torch.as_tensor(boxes, dtype=torch.float32), torch.from_numpy(result.boxes))

@@ -29,6 +29,7 @@ if _REPO_ROOT not in sys.path:
 
 from semseg_core.evaluation import (evaluate_and_report, format_metrics_table, load_results_json,  # noqa: E402
                                     results_to_coco, unknown_decision_disabled)
+from semseg_core.data.image_io import read_image  # noqa: E402
 from semseg_core.evaluation.coco_io import CocoFormatError, read_json  # noqa: E402
 from semseg_core.evaluation.model_eval import evaluate_model  # noqa: E402,F401  (re-exported for callers)
 
@@ -111,16 +112,6 @@ def evaluate_results_file(args) -> dict:
                                title=os.path.basename(args.results), results_source=args.results)
 
 
-def _read_rgb(path: str):
-    import numpy as np
-    from PIL import Image
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"image file not found: {path}")
-    with Image.open(path) as img:
-        return np.array(img.convert("RGB"))  # writable: torch.from_numpy warns on read-only arrays
-
-
 def predictor_results(predictor, gt_json: str, image_root: str, known_ids: Sequence[int]) -> list:
     """Run a Predictor over every image of a COCO json; COCO results (category ids of the json)."""
     data = read_json(gt_json, "Ground-truth annotation")
@@ -128,7 +119,8 @@ def predictor_results(predictor, gt_json: str, image_root: str, known_ids: Seque
     start = time.perf_counter()
     images = data.get("images", [])
     for n, img in enumerate(images, start=1):
-        result = predictor(_read_rgb(os.path.join(image_root, img["file_name"])))
+        # detectron2's read_image: PIL, EXIF orientation applied
+        result = predictor(read_image(os.path.join(image_root, img["file_name"]), "RGB", listed_in=gt_json))
         results += results_to_coco(img["id"], result, known_ids)
         if n % 50 == 0 or n == len(images):
             print(f"  {n}/{len(images)} images, {(time.perf_counter() - start) / n:.3f} s/image", file=sys.stderr)

@@ -2,9 +2,9 @@
 from typing import Optional, Sequence
 
 from .cfg_node import CfgNode, ConfigError
-from .defaults import get_cfg
+from .defaults import check_config, get_cfg
 
-__all__ = ["CfgNode", "ConfigError", "get_cfg", "load_config"]
+__all__ = ["CfgNode", "ConfigError", "check_config", "get_cfg", "load_config"]
 
 
 def load_config(path: Optional[str] = None, overrides: Optional[Sequence[str]] = None,
@@ -15,6 +15,7 @@ def load_config(path: Optional[str] = None, overrides: Optional[Sequence[str]] =
         cfg.merge_from_file(path)
     if overrides:
         cfg.merge_from_list(list(overrides))
+    check_config(cfg)
     if freeze:
         cfg.freeze()
     return cfg

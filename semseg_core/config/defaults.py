@@ -8,7 +8,7 @@ Keys marked **[tiny]** exist so the small CPU model can be configured; their def
 Sections are owned: MODEL by the model, INPUT/DATASETS/DATALOADER by data, SOLVER/TEST by the engine.
 Add a key here (with a comment) before using it anywhere.
 """
-from .cfg_node import CfgNode
+from .cfg_node import CfgNode, ConfigError
 
 # The 20 known (VOC) classes of SemSeg's COCO split, in row order = ascending COCO category id.
 COCO_VOC_KNOWN_CLASSES = (
@@ -17,14 +17,17 @@ COCO_VOC_KNOWN_CLASSES = (
 )
 
 _C = CfgNode()
-_C.VERSION = 2  # detectron2 config format version (informational)
+_C.VERSION = 2  # detectron2 config format version; load_config refuses any other (check_config)
 
 # ------------------------------------------------------------------------------------------------------------
 # MODEL
 # ------------------------------------------------------------------------------------------------------------
 _C.MODEL = CfgNode()
 _C.MODEL.DEVICE = "cuda"  # training/eval device ("cpu", "cuda", "cuda:N"); the Predictor takes its own
-_C.MODEL.WEIGHTS = ""  # checkpoint to load (ours or the authors' detectron2 .pth); "" = random init
+# Weights to start from: ours or the authors' detectron2 checkpoint (whole model), or an ImageNet backbone file:
+# detectron2's R-50.pkl (caffe2 names; the authors' start) or torchvision's ResNet-50 state dict (README
+# "faithful to the authors"). "" = random init, which training refuses for a frozen backbone (ALLOW_RANDOM_INIT).
+_C.MODEL.WEIGHTS = ""
 _C.MODEL.MASK_ON = True  # SemSeg predicts masks (detectron2 default False; Openset RCNN = SemSeg without masks)
 # BGR pixel mean / std of the caffe-style MSRA weights (only the mean is subtracted).
 _C.MODEL.PIXEL_MEAN = [103.530, 116.280, 123.675]
@@ -38,6 +41,9 @@ _C.MODEL.BACKBONE = CfgNode()
 # "resnet18_torchvision" / "resnet50_torchvision" (stride in the 3x3 conv; for the tiny CPU model).
 _C.MODEL.BACKBONE.NAME = "resnet50_msra"
 _C.MODEL.BACKBONE.FREEZE_AT = 2  # 0 = train everything, 1 = freeze stem, 2 = stem + res2 (layer1), ...
+# [ours] let training start without MODEL.WEIGHTS although the trunk has FrozenBN or frozen stages (they would stay
+# at their random init / identity for the whole run). Only for tests and benchmarks; False refuses with a message.
+_C.MODEL.BACKBONE.ALLOW_RANDOM_INIT = False
 
 _C.MODEL.RESNETS = CfgNode()
 # Norm layer of the trunk: "FrozenBN" (faithful) | "BN" (trainable, for training from scratch) | "GN" (32 groups)
@@ -57,7 +63,9 @@ _C.MODEL.PROPOSAL_GENERATOR.MIN_SIZE = 0.0  # drop proposals with width or heigh
 # Classification-free RPN (the authors' OLNRPN).
 _C.MODEL.RPN = CfgNode()
 _C.MODEL.RPN.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
-_C.MODEL.RPN.BOUNDARY_THRESH = -1  # -1: anchors crossing the image border are kept
+# detectron2 key (a legacy option there, off at -1): anchors crossing the image border by more than this are
+# ignored in RPN training. Only -1 (keep every anchor, the authors' value) is implemented; check_config refuses others.
+_C.MODEL.RPN.BOUNDARY_THRESH = -1
 _C.MODEL.RPN.IOU_THRESHOLDS = [0.3, 0.7]  # regression matcher: <0.3 negative, >=0.7 positive
 _C.MODEL.RPN.IOU_LABELS = [0, -1, 1]
 _C.MODEL.RPN.IOU_THRESHOLDS_OBJECTNESS = [0.1, 0.3]  # centerness matcher: <0.1 negative, >=0.3 positive
@@ -76,7 +84,9 @@ _C.MODEL.RPN.NMS_THRESH_TEST = 0.7  # test NMS IoU, used only with APPLY_NMS
 _C.MODEL.RPN.APPLY_NMS = False
 
 _C.MODEL.ROI_HEADS = CfgNode()
-_C.MODEL.ROI_HEADS.NUM_CLASSES = 80  # all dataset categories (known + unknown)
+# All dataset categories (known + unknown): the datasets check that their json has exactly this many (0 = no
+# check, for a user's own dataset). The model itself sizes its heads with NUM_KNOWN_CLASSES.
+_C.MODEL.ROI_HEADS.NUM_CLASSES = 80
 _C.MODEL.ROI_HEADS.NUM_KNOWN_CLASSES = 20  # K: prototypes and classifier rows (classifier has K+1 outputs)
 _C.MODEL.ROI_HEADS.IN_FEATURES = ["p2", "p3", "p4", "p5"]
 _C.MODEL.ROI_HEADS.IOU_THRESHOLDS = [0.5]  # IoU >= 0.5 is foreground
@@ -141,7 +151,14 @@ _C.INPUT.MIN_SIZE_TEST = 800  # 0 disables test-time resizing
 _C.INPUT.MAX_SIZE_TEST = 1333
 _C.INPUT.RANDOM_FLIP = "horizontal"  # "horizontal" | "vertical" | "none" (p = 0.5)
 _C.INPUT.FORMAT = "BGR"  # channel order the model expects ("BGR" | "RGB")
-_C.INPUT.MASK_FORMAT = "polygon"  # "polygon" | "bitmask"
+# Mask targets, detectron2's two paths: "polygon" (the authors': each polygon annotation is rasterised inside each
+# proposal box at the mask head's size, PolygonMasks.crop_and_resize) | "bitmask" (full-image bitmaps cropped by
+# aligned ROIAlign and thresholded at 0.5, BitMasks.crop_and_resize; needed for RLE annotations).
+_C.INPUT.MASK_FORMAT = "polygon"
+# [ours] Predictor input resize: "pil" (faithful: the uint8 image through PIL bilinear on the host, detectron2's
+# ResizeShortestEdge) | "device" (bilinear on floats on the model's device, rounded to uint8: faster on a GPU,
+# one grey level off on a few % of the pixels; BENCHMARKS.md "Input resize").
+_C.INPUT.TEST_RESIZE = "pil"
 
 # ------------------------------------------------------------------------------------------------------------
 # DATASETS
@@ -168,7 +185,7 @@ _C.DATASETS.SYNTHETIC.UNKNOWN_FAMILIES = ("crescent", "l_shape", "arrow", "heart
 # ------------------------------------------------------------------------------------------------------------
 _C.DATALOADER = CfgNode()
 _C.DATALOADER.NUM_WORKERS = 4
-_C.DATALOADER.ASPECT_RATIO_GROUPING = True
+_C.DATALOADER.ASPECT_RATIO_GROUPING = True  # batches of landscape or of portrait images only (detectron2's)
 _C.DATALOADER.FILTER_EMPTY_ANNOTATIONS = True  # drop training images without (known, non-crowd) annotations
 
 # ------------------------------------------------------------------------------------------------------------
@@ -213,6 +230,22 @@ _C.TEST.DETECTIONS_PER_IMAGE = 1000  # stage-2 cap before the known/unknown spli
 # ------------------------------------------------------------------------------------------------------------
 _C.OUTPUT_DIR = "./output"
 _C.SEED = -1  # global RNG seed (detectron2 key); < 0: draw a random seed and log it
+
+
+def check_config(cfg: CfgNode) -> CfgNode:
+    """Refuse values of detectron2 keys that this code does not implement (a key is read, never ignored)."""
+    if int(cfg.VERSION) != 2:
+        raise ConfigError(f"VERSION is {cfg.VERSION}: only detectron2 config format version 2 is read")
+    if float(cfg.MODEL.RPN.BOUNDARY_THRESH) != -1:
+        raise ConfigError(f"MODEL.RPN.BOUNDARY_THRESH is {cfg.MODEL.RPN.BOUNDARY_THRESH}: only -1 (keep anchors "
+                          "crossing the image border, the authors' value) is implemented")
+    if cfg.INPUT.MASK_FORMAT not in ("polygon", "bitmask"):
+        raise ConfigError(f"INPUT.MASK_FORMAT must be 'polygon' or 'bitmask', got {cfg.INPUT.MASK_FORMAT!r}")
+    if cfg.INPUT.TEST_RESIZE not in ("pil", "device"):
+        raise ConfigError(f"INPUT.TEST_RESIZE must be 'pil' or 'device', got {cfg.INPUT.TEST_RESIZE!r}")
+    if int(cfg.MODEL.ROI_HEADS.NUM_CLASSES) < 0:
+        raise ConfigError(f"MODEL.ROI_HEADS.NUM_CLASSES must be >= 0, got {cfg.MODEL.ROI_HEADS.NUM_CLASSES}")
+    return cfg
 
 
 def get_cfg() -> CfgNode:

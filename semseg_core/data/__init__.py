@@ -11,7 +11,7 @@ _EXPORTS = {
     "DatasetError": "coco_openset",
     "OpenSetDataset": "dataset",
     "build_dataset": "dataset",
-    "read_image": "dataset",
+    "read_image": "image_io",
     "build_test_loader": "loader",
     "build_train_loader": "loader",
     "DEFAULT_KNOWN_FAMILIES": "synthetic",

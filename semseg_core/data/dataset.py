@@ -6,11 +6,9 @@ test items carry the image and its sizes, and the dataset's `records` keep every
 """
 
 import logging
-import os
 from collections import Counter
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Tuple, Union
 
-import cv2
 import numpy as np
 import torch
 from pycocotools import mask as mask_utils
@@ -19,24 +17,10 @@ from torch.utils.data import Dataset
 from semseg_core.constants import UNKNOWN_ID
 from semseg_core.data.catalog import dataset_paths, get_dataset_meta
 from semseg_core.data.coco_openset import DatasetError, filter_for_training, load_coco_records, read_coco_json
+from semseg_core.data.image_io import image_size, read_image
 from semseg_core.data.transforms import ResizeFlip, build_test_transform, sample_train_transform
 
 logger = logging.getLogger(__name__)
-
-
-def read_image(path: str, image_format: str, json_file: str = "") -> np.ndarray:
-    """H x W x 3 uint8 in `image_format` ("BGR" | "RGB"); a missing/unreadable file names the json listing it."""
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        where = f" (listed in {json_file})" if json_file else ""
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"image not found: {path}{where}")
-        raise DatasetError(f"cannot decode image {path}{where}: corrupt or not an image")
-    if image_format == "RGB":
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    elif image_format != "BGR":
-        raise ValueError(f"INPUT.FORMAT must be 'BGR' or 'RGB', got {image_format!r}")
-    return image
 
 
 def _annotation_mask(seg, h: int, w: int, t: ResizeFlip, where: str) -> np.ndarray:
@@ -64,10 +48,23 @@ class OpenSetDataset(Dataset):
         self.input_cfg = cfg.INPUT
         self.image_format = cfg.INPUT.FORMAT
         self.mask_on = bool(cfg.MODEL.MASK_ON)
+        self.mask_format = cfg.INPUT.MASK_FORMAT
+        if self.mask_format not in ("polygon", "bitmask"):
+            raise ValueError(f"INPUT.MASK_FORMAT must be 'polygon' or 'bitmask', got {self.mask_format!r}")
         self.known_index = {cid: k for k, cid in enumerate(meta["known_category_ids"])}
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def aspect_buckets(self) -> List[int]:
+        """0 for a landscape image (w > h), 1 otherwise (detectron2's grouping), from the json's sizes; an image
+        the json gives no size for is measured from its file header (EXIF orientation applied)."""
+        return [0 if w > h else 1 for h, w in (self._size_of(rec) for rec in self.records)]
+
+    def _size_of(self, rec: Dict) -> Tuple[int, int]:
+        if rec["height"] is not None and rec["width"] is not None:
+            return int(rec["height"]), int(rec["width"])
+        return image_size(rec["file_name"], self.meta["json_file"])
 
     def __getitem__(self, key: Union[int, Tuple[int, ...]]) -> Dict:
         index, rng_key = (key[0], list(key[1:])) if isinstance(key, tuple) else (int(key), [int(key)])
@@ -106,13 +103,26 @@ class OpenSetDataset(Dataset):
             "boxes": torch.from_numpy(boxes[keep]),
             "classes": torch.tensor([self.known_index[a["category_id"]] for a in anns], dtype=torch.int64),
         }
-        if self.mask_on:
+        if self.mask_on and self.mask_format == "polygon":
+            out["polygons"] = [self._polygons(a, t) for a in anns]
+        elif self.mask_on:
             masks = np.zeros((len(anns), t.new_h, t.new_w), dtype=np.uint8)
             for i, a in enumerate(anns):
                 where = f"{self.meta['json_file']}: annotation {a['id']}"
                 masks[i] = _annotation_mask(a["segmentation"], t.h, t.w, t, where)
             out["masks"] = torch.from_numpy(masks)
         return out
+
+
+    def _polygons(self, ann: Dict, t: ResizeFlip) -> List[np.ndarray]:
+        """The annotation's polygons in resized-image pixels (float64 [x1, y1, ...]); the mask head rasterises them
+        inside each proposal box (detectron2's PolygonMasks path)."""
+        seg = ann["segmentation"]
+        if not isinstance(seg, list):
+            raise DatasetError(
+                f"{self.meta['json_file']}: annotation {ann['id']} is an RLE mask, but INPUT.MASK_FORMAT 'polygon' "
+                "needs polygon annotations (detectron2 refuses them too); set INPUT.MASK_FORMAT bitmask")
+        return t.apply_polygons(seg)
 
 
 def build_dataset(cfg, name: str, is_train: bool) -> OpenSetDataset:
@@ -124,6 +134,11 @@ def build_dataset(cfg, name: str, is_train: bool) -> OpenSetDataset:
         ensure_synthetic_dataset(cfg, names=[name])
     doc = read_coco_json(json_file)
     meta = get_dataset_meta(name, cfg, _doc=doc)
+    num_classes = int(cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+    if num_classes and len(meta["categories"]) != num_classes:
+        raise DatasetError(
+            f"MODEL.ROI_HEADS.NUM_CLASSES is {num_classes} but {json_file} (dataset {name!r}) has "
+            f"{len(meta['categories'])} categories; set it to that number (or 0 to skip this check)")
     need_masks = is_train and bool(cfg.MODEL.MASK_ON)
     records, stats = load_coco_records(doc, json_file, image_root, need_masks=need_masks)
     del doc

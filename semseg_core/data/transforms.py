@@ -2,13 +2,16 @@
 
 One `ResizeFlip` is sampled per image and applied to the image, boxes, polygons and bitmasks alike, so they stay
 aligned. Sampling uses only the `numpy.random.Generator` it is given (deterministic data order for resume).
+
+Pixels are resized exactly as detectron2's `ResizeShortestEdge` / `ResizeTransform` do: the uint8 image with PIL
+bilinear, bitmasks with PIL nearest. `resize_image_pil` is that one rule; the Predictor imports it too.
 """
 
 from dataclasses import dataclass
 from typing import List, Sequence, Tuple
 
-import cv2
 import numpy as np
+from PIL import Image
 
 
 def resize_shortest_edge_size(h: int, w: int, short: int, max_size: int) -> Tuple[int, int]:
@@ -27,6 +30,20 @@ def resize_shortest_edge_size(h: int, w: int, short: int, max_size: int) -> Tupl
     return int(new_h + 0.5), int(new_w + 0.5)
 
 
+def resize_image_pil(image: np.ndarray, new_h: int, new_w: int, nearest: bool = False) -> np.ndarray:
+    """H x W (x C) uint8 -> new_h x new_w (x C) uint8 with PIL bilinear (nearest for masks), as detectron2 does.
+
+    detectron2's ResizeTransform.apply_image hands a uint8 array to `PIL.Image.fromarray(...).resize((w, h))`;
+    a float resize (torch `interpolate`, cv2) differs from it by one grey level on ~4 % of the pixels.
+    """
+    if image.dtype != np.uint8:
+        raise ValueError(f"PIL resize takes uint8 images, got {image.dtype}")
+    if image.shape[:2] == (new_h, new_w):
+        return image
+    resample = Image.NEAREST if nearest else Image.BILINEAR
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((new_w, new_h), resample))
+
+
 @dataclass(frozen=True)
 class ResizeFlip:
     """Resize (h, w) -> (new_h, new_w), then optionally flip horizontally and/or vertically."""
@@ -43,19 +60,17 @@ class ResizeFlip:
         return self.new_w / self.w, self.new_h / self.h
 
     def apply_image(self, image: np.ndarray) -> np.ndarray:
-        """H x W x C uint8 image, bilinear resize."""
+        """H x W x C uint8 image, PIL bilinear resize (detectron2's)."""
         if image.shape[:2] != (self.h, self.w):
             raise ValueError(f"image is {image.shape[1]}x{image.shape[0]}, transform expects {self.w}x{self.h}")
-        out = image
-        if (self.new_h, self.new_w) != (self.h, self.w):
-            out = cv2.resize(image, (self.new_w, self.new_h), interpolation=cv2.INTER_LINEAR)
+        out = resize_image_pil(image, self.new_h, self.new_w)
         return np.ascontiguousarray(self._flip(out, h_axis=0))
 
     def apply_masks(self, masks: np.ndarray) -> np.ndarray:
-        """N x H x W uint8 bitmaps, nearest-neighbour resize."""
+        """N x H x W uint8 bitmaps, PIL nearest resize (detectron2's apply_segmentation)."""
         out = np.zeros((len(masks), self.new_h, self.new_w), dtype=np.uint8)
         for i, m in enumerate(masks):
-            out[i] = cv2.resize(m, (self.new_w, self.new_h), interpolation=cv2.INTER_NEAREST)
+            out[i] = resize_image_pil(np.asarray(m, dtype=np.uint8), self.new_h, self.new_w, nearest=True)
         return np.ascontiguousarray(self._flip(out, h_axis=1))
 
     def apply_boxes(self, boxes: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from semseg_core.checkpoint import load_model_weights
+from semseg_core.checkpoint import check_backbone_initialisation, load_initial_weights, load_model_weights
 from semseg_core.device import resolve_device
 
 from . import distributed as comm
@@ -187,8 +187,9 @@ class Trainer:
         elif last is not None:
             logger.warning("%s already holds checkpoints (last: %s) but --resume was not given: training starts "
                            "over from iteration 0 and overwrites them", self.output_dir, os.path.basename(last))
+        check_backbone_initialisation(self.cfg)
         if self.cfg.MODEL.WEIGHTS:
-            load_model_weights(model, self.cfg.MODEL.WEIGHTS)
+            load_initial_weights(self.cfg, model, self.cfg.MODEL.WEIGHTS)
 
     # -- checkpoints and evaluation -----------------------------------------------------------------
     def _sync_buffers(self) -> None:

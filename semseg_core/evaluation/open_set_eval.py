@@ -10,6 +10,20 @@ UNKNOWN_ID):
            detections vs known GT (K_det_as_UNK).
 
 All matching and IoU is pycocotools' (``evaluateImg`` / ``maskUtils.iou``); crowd GT is ignored the COCO way.
+
+Conventions (checked against the authors' evaluator, which agrees on every metric with the default settings):
+
+* AOSE (``aose_classes="with_gt"``, the authors' count, default): a known class with no non-crowd ground truth in
+  the whole test set is skipped before its open-set errors are counted (the authors count inside COCOeval's
+  ``accumulate``, after its "no ground truth: skip the class" test), so its detections on unknown objects add
+  nothing. ``aose_classes="all"`` (ours, an option) counts every known class; it can only be larger (a built case:
+  40 vs the authors' 22). GraspNet test splits need not contain every known object, so the two can differ there.
+* Annotation id 0 (ours): COCOeval stores the matched GT id and reads 0 as "no match", so with the authors'
+  evaluator a detection matched to a GT whose id is 0 counts as a false positive. ``coco_io.load_coco_gt``
+  renumbers the annotations 1..N when any id is 0, missing or repeated, so every match counts.
+* WI with crowd regions (ours; Openset RCNN's COCO-style WI, which SemSeg dropped): crowd GT is ignored as in AP.
+  A known detection matched to a crowd region (known or unknown) is ignored: neither TP, FP (so not in TP+FP)
+  nor an open-set error; AOSE treats it the same way.
 """
 from __future__ import annotations
 
@@ -28,6 +42,9 @@ MAX_DETS = [10, 20, 30, 50, 100]
 AREA_LABELS = ["all", "small", "medium", "large"]
 WI_RECALL = 0.8
 OPEN_SET_IOU = 0.5
+# Which known classes AOSE counts: "with_gt" = those with non-crowd ground truth in the test set (the authors'),
+# "all" = every known class (ours).
+AOSE_CLASS_RULES = ("with_gt", "all")
 
 
 def _quiet():
@@ -79,7 +96,11 @@ class OpenSetEvaluator:
     category id for known detections and ``UNKNOWN_ID`` (1000) for unknown ones.
     """
 
-    def __init__(self, gt, known_category_ids: Iterable[int], iou_types: Sequence[str] = ("bbox", "segm")):
+    def __init__(self, gt, known_category_ids: Iterable[int], iou_types: Sequence[str] = ("bbox", "segm"),
+                 aose_classes: str = "with_gt"):
+        if aose_classes not in AOSE_CLASS_RULES:
+            raise ValueError(f"aose_classes must be one of {AOSE_CLASS_RULES}, got {aose_classes!r}")
+        self.aose_classes = aose_classes
         dataset, self.gt_source = load_coco_gt(gt)
         iou_types = tuple(iou_types)
         if not iou_types or any(t not in ("bbox", "segm") for t in iou_types):
@@ -111,6 +132,7 @@ class OpenSetEvaluator:
         self._dataset = dataset
         not_crowd = [a for a in dataset["annotations"] if not a["iscrowd"]]
         self.num_known_gt = sum(a["category_id"] != UNKNOWN_ID for a in not_crowd)
+        self.classes_with_gt = {a["category_id"] for a in not_crowd} & known_set
         self.num_unknown_gt = sum(a["category_id"] == UNKNOWN_ID for a in not_crowd)
         self.pr_curves: dict = {}  # filled by evaluate(); read by plot_pr_curves()
 
@@ -215,6 +237,7 @@ class OpenSetEvaluator:
             matcher._prepare()  # crowd -> ignore flags, masks -> RLE, grouped by (image, category)
         gts, dts = matcher._gts, matcher._dts
         known = self.known_category_ids
+        counted = set(known) if self.aose_classes == "all" else self.classes_with_gt
         os_matched: set = set()  # ids of known detections that hit an unknown GT
         aose = other_known = k_det_as_unk = 0
         for img in self.images:
@@ -226,7 +249,8 @@ class OpenSetEvaluator:
                     continue
                 hit_unknown = matcher.match(img, ("unknown_gt", c), unknown_gts, dets_c)
                 os_matched |= hit_unknown
-                aose += len(hit_unknown)
+                if c in counted:
+                    aose += len(hit_unknown)
                 others = [g for c2 in known if c2 != c for g in gt_by_cat[c2]]
                 other_known += len(matcher.match(img, ("other_known_gt", c), others, dets_c))
             all_known_gts = [g for c in known for g in gt_by_cat[c]]

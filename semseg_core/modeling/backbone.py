@@ -15,6 +15,7 @@ from typing import Callable, Dict, List
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torchvision.models import resnet18, resnet50
 from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
@@ -30,9 +31,22 @@ LEVEL_NAMES = ("p2", "p3", "p4", "p5", "p6")
 LEVEL_STRIDES = {"p2": 4, "p3": 8, "p4": 16, "p5": 32, "p6": 64}
 
 
+class D2FrozenBatchNorm2d(FrozenBatchNorm2d):
+    """torchvision's FrozenBatchNorm2d (same buffers and state-dict names) computing as detectron2's does.
+
+    detectron2's FrozenBatchNorm2d runs `F.batch_norm(x, running_mean, running_var, weight, bias, training=False,
+    eps)`: one fused op whose float rounding differs from torchvision's `x * scale + shift` arithmetic (same math);
+    the authors' features are reproduced bit for bit only with the former.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, training=False,
+                            eps=self.eps)
+
+
 def _norm_layer(norm: str) -> Callable[[int], nn.Module]:
     if norm == "FrozenBN":
-        return lambda channels: FrozenBatchNorm2d(channels, eps=1e-5)
+        return lambda channels: D2FrozenBatchNorm2d(channels, eps=1e-5)
     if norm == "BN":
         return nn.BatchNorm2d
     if norm == "GN":
@@ -49,9 +63,9 @@ def _move_stride_to_1x1(trunk: nn.Module) -> None:
 
 
 def _to_frozen_bn(module: nn.Module) -> nn.Module:
-    """Replace trainable BatchNorm2d in `module` by FrozenBatchNorm2d with the same statistics."""
+    """Replace trainable BatchNorm2d in `module` by a frozen one with the same statistics."""
     if isinstance(module, nn.BatchNorm2d):
-        frozen = FrozenBatchNorm2d(module.num_features, eps=module.eps)
+        frozen = D2FrozenBatchNorm2d(module.num_features, eps=module.eps)
         frozen.weight.copy_(module.weight.detach())
         frozen.bias.copy_(module.bias.detach())
         frozen.running_mean.copy_(module.running_mean)

@@ -7,7 +7,9 @@ loss trains the embedding encoder (and the box head) too.
 """
 from typing import List, Optional
 
+import numpy as np
 import torch
+from pycocotools import mask as mask_utils
 from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import roi_align
@@ -68,12 +70,15 @@ class ModulatedMaskHead(nn.Module):
 
     def loss(self, mask_logits: torch.Tensor, boxes_per_image: List[torch.Tensor],
              gt_masks_per_image: List[torch.Tensor]) -> dict:
-        """BCE-with-logits (mean over all pixels of all foreground ROIs) against GT bitmaps cropped
-        to each ROI box with aligned ROIAlign and binarised at 0.5 (detectron2 BitMasks.crop_and_resize).
+        """BCE-with-logits (mean over all pixels of all foreground ROIs) against the GT masks cut to each ROI box:
+        bitmaps by aligned ROIAlign binarised at 0.5 (detectron2 BitMasks.crop_and_resize), polygons rasterised
+        inside the box (PolygonMasks.crop_and_resize; INPUT.MASK_FORMAT "polygon").
 
-        boxes_per_image: foreground ROI boxes; gt_masks_per_image: their matched GT bitmaps (K_i x H x W)."""
+        boxes_per_image: foreground ROI boxes; gt_masks_per_image: their matched GT masks, per image either a
+        K_i x H x W bitmap tensor or a list of K_i polygon lists (flat float arrays in image pixels)."""
         size = mask_logits.shape[-1]
-        targets = [crop_and_resize(m, b, size) for m, b in zip(gt_masks_per_image, boxes_per_image) if len(b)]
+        targets = [rasterize_polygons_in_boxes(m, b, size) if isinstance(m, list) else crop_and_resize(m, b, size)
+                   for m, b in zip(gt_masks_per_image, boxes_per_image) if len(b)]
         if mask_logits.numel() == 0 or not targets:
             return {"loss_mask": mask_logits.sum() * 0.0}
         targets = torch.cat(targets).to(mask_logits.dtype)
@@ -88,3 +93,20 @@ def crop_and_resize(masks: torch.Tensor, boxes: torch.Tensor, size: int) -> torc
     rois = torch.cat([torch.arange(len(boxes), device=boxes.device, dtype=boxes.dtype)[:, None], boxes], dim=1)
     out = roi_align(masks[:, None].to(boxes.dtype), rois.to(boxes.dtype), (size, size), 1.0, 0, aligned=True)
     return out[:, 0] >= 0.5
+
+
+def rasterize_polygons_in_boxes(polygons: List[List[np.ndarray]], boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """K polygon lists (one object each, image pixels), K x 4 boxes -> K x size x size bool, as detectron2's
+    PolygonMasks.crop_and_resize: each polygon is moved to the box origin, scaled by size / box side (sides below
+    0.1 px count as 0.1) and rasterised at size x size by pycocotools (all polygons of an object merged)."""
+    if len(polygons) != len(boxes):
+        raise ValueError(f"{len(polygons)} polygon lists for {len(boxes)} boxes")
+    out = np.zeros((len(boxes), size, size), dtype=bool)
+    for k, (object_polygons, box) in enumerate(zip(polygons, boxes.detach().cpu().double().numpy())):
+        x0, y0, x1, y1 = box
+        scale = np.array([size / max(x1 - x0, 0.1), size / max(y1 - y0, 0.1)])
+        local = [((np.asarray(p, dtype=np.float64).reshape(-1, 2) - (x0, y0)) * scale).reshape(-1).tolist()
+                 for p in object_polygons]
+        if local:
+            out[k] = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(local, size, size))).astype(bool)
+    return torch.from_numpy(out).to(boxes.device)

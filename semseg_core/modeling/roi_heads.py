@@ -178,7 +178,9 @@ class OpenSetROIHeads(nn.Module):
             for s, t in zip(samples, targets):
                 keep = (s["gt_classes"] >= 0) & (s["gt_classes"] < self.num_classes)
                 fg_boxes.append(s["boxes"][keep])
-                fg_masks.append(t["masks"][s["gt_index"][keep]])
+                matched = s["gt_index"][keep]
+                fg_masks.append(t["masks"][matched] if "masks" in t
+                                else [t["polygons"][j] for j in matched.tolist()])
             mask_logits = self.mask_head(self.mask_pooler(features, fg_boxes), embeddings[fg])
             losses.update(self.mask_head.loss(mask_logits, fg_boxes, fg_masks))
         return losses

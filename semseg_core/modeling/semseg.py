@@ -82,9 +82,13 @@ class SemSeg(nn.Module):
                 raise ValueError(f"input {i}: training classes must be known-class indices 0..{k - 1}, "
                                  f"got {classes.tolist()}")
             target = {"boxes": boxes, "classes": classes}
-            if self.roi_heads.mask_on:
+            if self.roi_heads.mask_on and "polygons" in inst:  # INPUT.MASK_FORMAT "polygon"
+                if len(inst["polygons"]) != len(boxes):
+                    raise ValueError(f"input {i}: {len(inst['polygons'])} polygon lists for {len(boxes)} boxes")
+                target["polygons"] = list(inst["polygons"])
+            elif self.roi_heads.mask_on:
                 if "masks" not in inst:
-                    raise ValueError(f"input {i}: MASK_ON training needs instance 'masks'")
+                    raise ValueError(f"input {i}: MASK_ON training needs instance 'masks' (or 'polygons')")
                 masks = torch.as_tensor(inst["masks"], device=self.device)
                 if masks.shape != (len(boxes), h, w):
                     raise ValueError(f"input {i}: masks must be N x H x W = {(len(boxes), h, w)}, "

@@ -127,9 +127,13 @@ def write_graspnet_fixture(root, splits=("train", "test_1", "test_3")):
     write_images(os.path.join(root, "graspnet_os", "images"), doc["images"])
 
 
-def small_cfg(root, known=None, num_known=20, min_size=48, flip="horizontal", fmt="BGR"):
-    """Default config with small image sizes and the dataset root at `root`."""
+def small_cfg(root, known=None, num_known=20, min_size=48, flip="horizontal", fmt="BGR", mask_format="bitmask",
+              num_classes=0):
+    """Default config with small image sizes and the dataset root at `root` (bitmask targets: the fixtures mix
+    polygons and RLE; no category-count check unless `num_classes`)."""
     cfg = get_cfg()
+    cfg.INPUT.MASK_FORMAT = mask_format
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = num_classes
     cfg.DATASETS.ROOT = str(root)
     if known is not None:
         cfg.DATASETS.KNOWN_CLASSES = tuple(known)

@@ -88,7 +88,9 @@ def test_unknown_detection_on_known_object_is_counted_and_is_a_false_positive():
     metrics = evaluate(gt, dets)
     for t in BOTH:
         assert metrics[t]["K_det_as_UNK"] == 1
-        assert metrics[t]["AP_unk"] < 100.0  # highest-scored unknown is a false positive
+        # unknowns ranked FP (0.99), TP, TP over 2 unknown GT: precision 0, 1/2, 2/3 at recall 0, 1/2, 1; COCO's
+        # interpolated precision is then 2/3 at all 101 recall points and all 10 IoU thresholds (exact boxes)
+        assert metrics[t]["AP_unk"] == pytest.approx(100 * 2 / 3)
 
 
 def test_known_prediction_with_the_wrong_known_class_is_counted_apart():
@@ -120,8 +122,12 @@ def test_crowd_ground_truth_is_ignored():
         assert metrics[t]["AOSE"] == 0
         assert metrics[t]["num_unknown_gt"] == 0
     # the same scene without crowd flags scores worse: the test can fail
-    plain = evaluate(make_gt([o[:6] for o in objects]), dets)
-    assert plain["bbox"]["AP_k"] < 100.0 and plain["bbox"]["AOSE"] == 1
+    plain_gt = make_gt([o[:6] for o in objects])
+    plain = evaluate(plain_gt, dets)
+    assert plain["bbox"]["AP_k"] < 100.0
+    # the bowl on the now plain unknown region is an open-set error only when classes without GT count (ours)
+    assert plain["bbox"]["AOSE"] == 0
+    assert OpenSetEvaluator(plain_gt, KNOWN, ("bbox",), aose_classes="all").evaluate(dets)["bbox"]["AOSE"] == 1
 
 
 def test_class_absent_from_test_set_is_skipped_not_zero():
@@ -155,3 +161,20 @@ def test_segm_detection_area_is_the_mask_area_not_the_box_area():
     assert metrics["segm"]["AP_k"] == pytest.approx(50.0)  # the speck is a top-scored false positive
     # for the "large" range the speck (mask area 9) is out of range and ignored; by box area it would count
     assert metrics["segm"]["APl_k"] == pytest.approx(100.0)
+
+
+def test_aose_skips_a_known_class_without_ground_truth_as_the_authors_do():
+    # apple (known) and two unknown objects; the test set has no bowl (known) at all, only a crowd bowl region
+    gt = make_gt([(1, 1, 5, 5, 30, 30), (1, 7, 50, 50, 40, 40), (1, 9, 5, 50, 30, 40), (1, 3, 60, 5, 30, 20, 1)])
+    on_cup, on_drill = (50, 50, 40, 40), (5, 50, 30, 40)
+    dets = perfect_detections(gt) + [det(1, 1, *on_cup, score=0.6),  # apple on the cup: an open-set error
+                                     det(1, 3, *on_cup, score=0.5),  # bowl on the cup: bowl has no GT
+                                     det(1, 3, *on_drill, score=0.4)]  # bowl on the drill
+    authors = OpenSetEvaluator(gt, KNOWN, BOTH).evaluate(dets)
+    ours = OpenSetEvaluator(gt, KNOWN, BOTH, aose_classes="all").evaluate(dets)
+    for t in BOTH:
+        assert authors[t]["AOSE"] == 1  # the bowl's two errors are skipped with the class (no non-crowd GT)
+        assert ours[t]["AOSE"] == 3
+        assert authors[t]["AP_k"] == ours[t]["AP_k"]  # nothing else changes
+    with pytest.raises(ValueError, match="aose_classes"):
+        OpenSetEvaluator(gt, KNOWN, BOTH, aose_classes="some")

@@ -1,10 +1,11 @@
 """Backbone + FPN: output levels and shapes, the MSRA stride convention, freezing, parameter names."""
 import pytest
 import torch
+from torch.nn import functional as F
 from torchvision.ops import FrozenBatchNorm2d
 
 from semseg_core.config import get_cfg
-from semseg_core.modeling.backbone import ResNetFPNBackbone, build_backbone
+from semseg_core.modeling.backbone import D2FrozenBatchNorm2d, ResNetFPNBackbone, build_backbone
 
 torch.set_num_threads(1)
 
@@ -91,3 +92,23 @@ def test_bad_names_and_sizes_are_clear_errors():
     backbone = ResNetFPNBackbone("resnet18_torchvision", out_channels=8, norm="BN", freeze_at=0).eval()
     with pytest.raises(ValueError, match="multiple of 32"):
         backbone(torch.randn(1, 3, 50, 64))
+
+
+def test_frozen_bn_computes_as_detectron2_with_f_batch_norm():
+    g = torch.Generator().manual_seed(0)
+    bn = D2FrozenBatchNorm2d(64, eps=1e-5)
+    for name in ("weight", "bias", "running_mean"):
+        getattr(bn, name).copy_(torch.randn(64, generator=g))
+    bn.running_var.copy_(torch.rand(64, generator=g) + 0.1)
+    x = torch.randn(2, 64, 33, 47, generator=g) * 50
+    # detectron2's FrozenBatchNorm2d.forward: one fused inference batch norm over the four buffers
+    expected = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, training=False, eps=1e-5)
+    assert torch.equal(bn(x), expected)
+    assert torch.equal(bn(x.requires_grad_()), expected)  # the training path too (what newer detectron2 does)
+    # same math as the scale/shift form, different rounding: equal only to float tolerance
+    scale = bn.weight * (bn.running_var + bn.eps).rsqrt()
+    shift = bn.bias - bn.running_mean * scale
+    torch.testing.assert_close(bn(x), x * scale[:, None, None] + shift[:, None, None], rtol=1e-5, atol=1e-4)
+    backbone = build_backbone(_r50_cfg())
+    assert all(type(m) is D2FrozenBatchNorm2d for m in backbone.body.modules() if isinstance(m, FrozenBatchNorm2d))
+    assert set(bn.state_dict()) == {"weight", "bias", "running_mean", "running_var"}  # torchvision's names

@@ -1,10 +1,12 @@
-"""Checkpoints: atomic save, clear load errors, and the import of the authors' detectron2 checkpoints.
+"""Checkpoints: atomic save, clear load errors, the import of the authors' detectron2 checkpoints and the
+ImageNet backbone files (detectron2's R-50.pkl, torchvision's ResNet-50) training starts from.
 
-The detectron2 key list (names + shapes, from shared/design/D2_CHECKPOINT_KEYS.md) is committed as
-test/fixtures/d2_semseg_coco_keys.json so this test does not need the design folder.
+The detectron2 key list (names + shapes of the authors' SemSeg state dict, printed from a detectron2 0.6 build of
+their code) is committed as test/fixtures/d2_semseg_coco_keys.json.
 """
 import json
 import os
+import pickle
 
 import pytest
 import torch
@@ -14,6 +16,8 @@ from semseg_core.checkpoint import (CheckpointError, import_detectron2_checkpoin
                                     load_model_weights, map_detectron2_key, save_checkpoint)
 from semseg_core.config import get_cfg, load_config
 from semseg_core.modeling import build_model
+
+from caffe2_pickle import random_r50_arrays, write_py2_numpy_pickle, write_torchvision_r50
 
 torch.set_num_threads(2)
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -233,3 +237,126 @@ def test_numpy_arrays_are_reported_clearly(tmp_path):
     torch.save({"model": {"w": np.zeros(3)}}, path)
     with pytest.raises(CheckpointError, match="numpy"):
         load_checkpoint(str(path))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ImageNet backbone files (the authors start from detectron2's R-50.pkl)
+# ---------------------------------------------------------------------------------------------------------------
+TORCHVISION_OVERRIDES = ["MODEL.BACKBONE.NAME", "resnet50_torchvision", "INPUT.FORMAT", "RGB",
+                         "MODEL.PIXEL_MEAN", "[123.675, 116.28, 103.53]", "MODEL.PIXEL_STD", "[58.395, 57.12, 57.375]"]
+
+
+def _r50_model(extra=()):
+    cfg = load_config(COCO_YAML, ["MODEL.DEVICE", "cpu", *extra])
+    return build_model(cfg), cfg
+
+
+@pytest.fixture(scope="module")
+def r50_pkl(tmp_path_factory):
+    arrays = random_r50_arrays(seed=1)
+    path = tmp_path_factory.mktemp("imagenet") / "R-50.pkl"
+    write_py2_numpy_pickle(path, arrays)
+    return str(path), arrays
+
+
+def test_r50_pkl_fills_the_trunk_under_caffe2_names_and_reports_the_rest(r50_pkl):
+    path, arrays = r50_pkl
+    model, cfg = _r50_model()
+    report = ckpt.load_initial_weights(cfg, model, path)
+    body = model.backbone.body
+    # the renaming, pair by pair (caffe2 stage resN = torchvision layer N-1, branch2a/b/c = conv1/2/3, branch1 = shortcut)
+    expected = {
+        body.conv1.weight: "conv1_w",
+        body.bn1.weight: "res_conv1_bn_gamma", body.bn1.bias: "res_conv1_bn_beta",
+        body.bn1.running_mean: "res_conv1_bn_running_mean", body.bn1.running_var: "res_conv1_bn_running_var",
+        body.layer1[0].downsample[0].weight: "res2_0_branch1_w",
+        body.layer1[0].downsample[1].running_var: "res2_0_branch1_bn_running_var",
+        body.layer2[0].conv1.weight: "res3_0_branch2a_w",
+        body.layer3[5].bn2.weight: "res4_5_branch2b_bn_gamma",
+        body.layer4[2].conv3.weight: "res5_2_branch2c_w",
+        body.layer4[2].bn3.running_mean: "res5_2_branch2c_bn_running_mean",
+    }
+    for tensor, name in expected.items():
+        assert torch.equal(tensor, torch.from_numpy(arrays[name])), name
+    assert len(report.loaded) == 53 + 53 * 4  # every conv and every BN buffer of the trunk
+    assert sorted(report.ignored) == ["conv1_b", "fc1000_b", "fc1000_w"]
+    assert "backbone.fpn.inner_blocks.0.0.weight" in report.random and "rpn.head.conv.weight" in report.random
+    assert not any(k.startswith("backbone.body.") for k in report.random)
+    text = str(report)
+    assert "loaded 265 trunk tensors" in text and "left at random init" in text and "backbone.fpn" in text
+
+
+def test_older_pkl_with_folded_batchnorm_gets_identity_statistics(r50_pkl, tmp_path):
+    _, arrays = r50_pkl
+    folded = {}
+    for name, value in arrays.items():  # Detectron(1)'s copy: _bn_s / _bn_b, no running statistics
+        if name.endswith("_bn_gamma"):
+            folded[name.replace("_bn_gamma", "_bn_s")] = value
+        elif name.endswith("_bn_beta"):
+            folded[name.replace("_bn_beta", "_bn_b")] = value
+        elif not name.endswith(("_bn_running_mean", "_bn_running_var")):
+            folded[name] = value
+    path = tmp_path / "R-50-folded.pkl"
+    write_py2_numpy_pickle(path, folded)
+    model, cfg = _r50_model()
+    ckpt.load_initial_weights(cfg, model, str(path))
+    bn = model.backbone.body.layer2[1].bn2
+    assert torch.equal(bn.weight, torch.from_numpy(arrays["res3_1_branch2b_bn_gamma"]))
+    assert torch.equal(bn.running_mean, torch.zeros(128)) and torch.equal(bn.running_var, torch.ones(128))
+
+
+def test_pkl_with_any_other_global_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "code_ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({"conv1_w": Payload()}, protocol=2))
+    model, cfg = _r50_model()
+    with pytest.raises(CheckpointError, match="evil.pkl.*not allowed"):
+        ckpt.load_initial_weights(cfg, model, str(path))
+    assert not marker.exists()
+
+
+def test_pkl_needs_the_msra_conventions_and_torchvision_file_its_own(r50_pkl, tmp_path):
+    path, _ = r50_pkl
+    model, cfg = _r50_model(TORCHVISION_OVERRIDES)
+    with pytest.raises(CheckpointError, match="MODEL.BACKBONE.NAME resnet50_msra INPUT.FORMAT BGR"):
+        ckpt.load_initial_weights(cfg, model, path)
+    tv_path = tmp_path / "resnet50-imagenet.pth"
+    write_torchvision_r50(tv_path, seed=2)
+    model, cfg = _r50_model()  # the COCO config as shipped: MSRA conventions
+    with pytest.raises(CheckpointError, match="MODEL.BACKBONE.NAME resnet50_torchvision INPUT.FORMAT RGB "
+                                              r"MODEL.PIXEL_MEAN \[123.675,116.28,103.53\]"):
+        ckpt.load_initial_weights(cfg, model, str(tv_path))
+
+
+def test_torchvision_resnet50_file_fills_the_trunk(tmp_path):
+    tv_path = tmp_path / "resnet50-imagenet.pth"
+    state = write_torchvision_r50(tv_path, seed=2)
+    model, cfg = _r50_model(TORCHVISION_OVERRIDES)
+    report = ckpt.load_initial_weights(cfg, model, str(tv_path))
+    body = model.backbone.body
+    assert torch.equal(body.layer3[2].conv2.weight, state["layer3.2.conv2.weight"])
+    assert torch.equal(body.layer1[0].downsample[1].running_var, state["layer1.0.downsample.1.running_var"])
+    assert body.layer2[0].conv2.stride == (2, 2) and body.layer2[0].conv1.stride == (1, 1)  # stride in the 3x3
+    assert {"fc.weight", "fc.bias", "bn1.num_batches_tracked"} <= set(report.ignored)
+    assert len(report.loaded) == 265
+    # torchvision's older hosted files use torch.save's legacy (non-zip) format, itself a pickle
+    legacy = tmp_path / "resnet50-legacy.pth"
+    torch.save(state, legacy, _use_new_zipfile_serialization=False)
+    model, cfg = _r50_model(TORCHVISION_OVERRIDES)
+    ckpt.load_initial_weights(cfg, model, str(legacy))
+    assert torch.equal(model.backbone.body.layer3[2].conv2.weight, state["layer3.2.conv2.weight"])
+
+
+def test_training_a_frozen_backbone_from_random_init_is_refused_unless_asked():
+    cfg = load_config(COCO_YAML, ["MODEL.DEVICE", "cpu"])
+    with pytest.raises(CheckpointError, match="FrozenBN and MODEL.BACKBONE.FREEZE_AT 2 needs pretrained weights.*"
+                                              "R-50.pkl.*ALLOW_RANDOM_INIT"):
+        ckpt.check_backbone_initialisation(cfg)
+    ckpt.check_backbone_initialisation(load_config(COCO_YAML, ["MODEL.BACKBONE.ALLOW_RANDOM_INIT", "True"]))
+    ckpt.check_backbone_initialisation(load_config(COCO_YAML, ["MODEL.WEIGHTS", "R-50.pkl"]))
+    ckpt.check_backbone_initialisation(load_config(TINY_YAML))  # GN, nothing frozen: trains from scratch
