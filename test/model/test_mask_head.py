@@ -3,6 +3,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from semseg_core.config import load_config
 from semseg_core.modeling.modulated_mask_head import ModulatedMaskHead, crop_and_resize
 from semseg_core.modeling.postprocess import paste_masks, rescale_detections
 from semseg_core.modeling.cf_rpn import Proposals
@@ -113,3 +114,14 @@ def test_rescale_detections_to_original_size():
     out = rescale_detections(r, (100, 100), (200, 50))  # y x2, x x0.5
     assert out["boxes"].tolist() == [[5.0, 20, 25, 60], [45.0, 180, 47.5, 190]]  # third is empty after clipping
     assert out["scores"].tolist() == pytest.approx([0.9, 0.8])
+
+
+def test_mask_head_from_config_reads_loss_weight_and_scales_the_loss():
+    cfg = load_config("config/models/Synthetic/semseg_tiny.yaml",
+                      overrides=["MODEL.DEVICE", "cpu", "MODEL.ROI_MASK_HEAD.LOSS_WEIGHT", "2.5"])
+    head = ModulatedMaskHead.from_config(cfg, in_channels=4)
+    assert head.loss_weight == 2.5
+    logits = torch.zeros(1, 1, 4, 4)  # sigmoid 0.5 everywhere: BCE = ln 2 per pixel
+    gt = torch.ones(1, 8, 8, dtype=torch.uint8)
+    loss = head.loss(logits, [torch.tensor([[0.0, 0, 8, 8]])], [gt])["loss_mask"]
+    assert loss.item() == pytest.approx(2.5 * torch.log(torch.tensor(2.0)).item(), rel=1e-6)
