@@ -25,9 +25,15 @@ def test_amp_settings_per_device_and_dtype():
     assert amp_settings(_cfg("SOLVER.AMP.DTYPE", "float16"), torch.device("cuda")) == (True, torch.float16)
     with pytest.raises(ValueError, match="SOLVER.AMP.DTYPE must be one of"):
         amp_settings(_cfg("SOLVER.AMP.DTYPE", "fp8"), CPU)
+    # the short spellings the Predictor and the benchmarks use mean the same (semseg_core/precision.py)
+    assert amp_settings(_cfg("SOLVER.AMP.DTYPE", "bf16"), CPU) == (True, torch.bfloat16)
+    assert amp_settings(_cfg("SOLVER.AMP.DTYPE", "fp16"), torch.device("cuda")) == (True, torch.float16)
 
 
-def test_bfloat16_training_on_the_cpu_learns_in_lower_precision(synthetic_root, tmp_path):
+def test_bfloat16_training_on_the_cpu_is_finite_and_tracks_float32(synthetic_root, tmp_path):
+    # What this checks: a few bfloat16 steps run, stay finite and land near the float32 run with the same seed
+    # and data, in float32 weights. Learning itself (loss falling over many steps) is not shown here: four steps
+    # are too few to tell it from noise, and a longer run belongs in benchmarks/bench_training.py.
     def run(name, *extra):
         out = tmp_path / name
         main(["--config-file", TINY_CONFIG,
