@@ -225,11 +225,11 @@ class CFRPN(nn.Module):
             finite = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores)
             if training and not finite.all():
                 raise FloatingPointError("Predicted RPN boxes or centerness are not finite (training has diverged)")
-            # Clipping is per box, so clip all, then select once: one data-dependent index (one host sync at
-            # inference) instead of one per filter. Non-finite boxes are dropped before the clip could make them
-            # finite (clamp(inf) = the image edge).
+            # Clipping is per box, so clip all, then select once by index: one host sync (the count) at inference
+            # instead of one per filter and per tensor masked. Non-finite boxes are dropped even where the clip
+            # made them finite (clamp(inf) = the image edge).
             boxes = clip_boxes(boxes, h, w)
-            keep = finite & nonempty(boxes, self.min_box_size)
+            keep = torch.nonzero(finite & nonempty(boxes, self.min_box_size), as_tuple=True)[0]
             boxes, scores, levels = boxes[keep], scores[keep], levels[keep]
             if self.apply_nms:
                 # Our switch (the authors commented these lines out): per-level NMS, then top-k overall.

@@ -59,9 +59,12 @@ class ROIPooler(nn.Module):
         rois = rois.to(features[0].dtype)
         levels = assign_boxes_to_levels(rois[:, 1:], self.min_level, self.max_level,
                                         self.canonical_box_size, self.canonical_level)
-        for lvl, (feature, scale) in enumerate(zip(features, self.scales)):
-            idx = torch.nonzero(levels == lvl, as_tuple=True)[0]
-            if idx.numel() == 0:
+        # ROIs grouped by level in index order (stable sort), split by the level sizes: one host sync (the sizes)
+        # for all levels instead of a `nonzero` per level.
+        order = torch.argsort(levels, stable=True)
+        sizes = torch.bincount(levels, minlength=len(features)).tolist()
+        for feature, scale, idx in zip(features, self.scales, order.split(sizes)):
+            if len(idx) == 0:
                 continue
             out[idx] = roi_align(feature, rois[idx], self.output_size, spatial_scale=scale,
                                  sampling_ratio=self.sampling_ratio, aligned=self.aligned)
