@@ -158,41 +158,27 @@ def replay(bag, out, storage: str = "sqlite3", every_frame: bool = True, rate: f
               "rate": str(rate), "node_name": node_name, "detections_topic": required[0],
               "instance_mask_topic": required[1]}
 
-    node_process = None
-    context = rclpy.Context()
-    rclpy.init(args=[], context=context)
-    node = rclpy.create_node("semseg_replay", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    spin_errors: List[BaseException] = []
-
-    def spin():
-        try:
-            executor.spin()
-        except BaseException as error:  # noqa: BLE001 - surfaced by still_ok() in the main thread
-            spin_errors.append(error)
-
-    spinner = threading.Thread(target=spin, name="replay-executor", daemon=True)
-    writer = recorder = None
+    session = _RosSession()
+    node_process = writer = recorder = None
     started = time.monotonic()
     try:
         if start_node is not None:
             node_process = NodeProcess(node_name, namespace, image_topic, start_node)
 
         def still_ok():
-            if spin_errors:
-                raise ReplayError(f"the recorder failed: {type(spin_errors[0]).__name__}: {spin_errors[0]}")
+            session.check()
             if node_process is not None and not node_process.alive():
                 raise ReplayError(node_process.failure())
 
-        publishers = {topic: node.create_publisher(message_class(msgtype), topic, 100)
+        publishers = {topic: session.node.create_publisher(message_class(msgtype), topic, 100)
                       for topic, msgtype in bag_topics.items()}
         writer = RecordingWriter(out, storage, outputs, custom)
-        recorder = _Recorder(node, writer, outputs)
-        spinner.start()
+        recorder = _Recorder(session.node, writer, outputs)
+        session.start()
         timeout = start_node.startup_timeout_s if start_node else discovery_timeout_s
         recorder.subscribe(timeout, still_ok)
-        _wait_until_connected(node, publishers[image_topic], image_topic, recorder, required, timeout, still_ok)
+        _wait_until_connected(session.node, publishers[image_topic], image_topic, recorder, required, timeout,
+                              still_ok)
         sent = _publish_bag(bag, image_topic, publishers, recorder, writer, required, every_frame, rate,
                             answer_timeout_s, still_ok, f"replay ({mode})", progress)
         answered_count = _drain_answers(recorder, sent, required, drain_timeout_s)
@@ -200,17 +186,49 @@ def replay(bag, out, storage: str = "sqlite3", every_frame: bool = True, rate: f
         return ReplaySummary(out, mode, len(sent), answered_count, len(sent) - answered_count,
                              time.monotonic() - started)
     finally:
-        executor.shutdown(timeout_sec=5.0)
-        if spinner.is_alive():
-            spinner.join(5.0)
+        session.stop_spinning()
         if writer is not None:
             if recorder is not None:
                 recorder.flush()
             writer.close()
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
+        session.close()
         if node_process is not None:
             node_process.stop()
+
+
+class _RosSession:
+    """The replay's own rclpy context and node, spun by an executor thread; its errors surface via `check`."""
+
+    def __init__(self):
+        self.context = rclpy.Context()
+        rclpy.init(args=[], context=self.context)
+        self.node = rclpy.create_node("semseg_replay", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.errors: List[BaseException] = []
+        self.spinner = threading.Thread(target=self._spin, name="replay-executor", daemon=True)
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except BaseException as error:  # noqa: BLE001 - surfaced by check() in the main thread
+            self.errors.append(error)
+
+    def start(self) -> None:
+        self.spinner.start()
+
+    def check(self) -> None:
+        if self.errors:
+            raise ReplayError(f"the recorder failed: {type(self.errors[0]).__name__}: {self.errors[0]}")
+
+    def stop_spinning(self) -> None:
+        self.executor.shutdown(timeout_sec=5.0)
+        if self.spinner.is_alive():
+            self.spinner.join(5.0)
+
+    def close(self) -> None:
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
 
 
 def _output_topics(node_name: str, namespace: str, record_debug: bool) -> Tuple[Dict[str, str], List[str]]:
