@@ -20,16 +20,20 @@ import os
 import sys
 
 import numpy as np
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from semseg_core.constants import UNKNOWN_ID
+from semseg_core.evaluation import OpenSetEvaluator
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import emit, interleaved_medians, machine, peak_rss_mb  # noqa: E402
 
-UNKNOWN_ID = 1000
 NUM_CATEGORIES, NUM_KNOWN, SIDE = 10, 6, 256
 
 
 def make_gt_and_results(num_images, objects=6, false_positives=10, seed=0):
-    from pycocotools import mask as mask_utils
     rng = np.random.default_rng(seed)
     images, annotations, results = [], [], []
 
@@ -75,8 +79,6 @@ def make_gt_and_results(num_images, objects=6, false_positives=10, seed=0):
 
 def run_cocoeval(gt, results, iou_types=("bbox", "segm")):
     """Plain pycocotools evaluation per type, against the GT relabelled the open-set way (unknown -> 1000)."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
     stats = {}
     for iou_type in iou_types:
         data = copy.deepcopy(gt)
@@ -100,7 +102,6 @@ def run_cocoeval(gt, results, iou_types=("bbox", "segm")):
 
 
 def run_open_set(gt, results, iou_types=("bbox", "segm")):
-    from semseg_core.evaluation import OpenSetEvaluator
     evaluator = OpenSetEvaluator(gt, list(range(1, NUM_KNOWN + 1)), iou_types)
     metrics = evaluator.evaluate(results)
     return {t: round(metrics[t]["AP_k"] if "AP_k" in metrics[t] else float("nan"), 2) for t in iou_types}

@@ -14,7 +14,12 @@ import os
 import subprocess
 import sys
 
+import torch
+
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from bench_model_inference import build_variant, test_image  # noqa: E402
+from common import emit, machine, peak_rss_mb  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -26,10 +31,6 @@ def rss_mb() -> float:
 
 
 def child(variant, size, device, fixed, threads) -> dict:
-    import torch
-    sys.path.insert(0, HERE)
-    from bench_model_inference import build_variant, test_image
-    from common import peak_rss_mb
     torch.set_num_threads(threads)
     after_import = rss_mb()
     width, height = (int(v) for v in size.split("x"))
@@ -61,8 +62,6 @@ def main(argv=None) -> int:
     if args.child:
         print(json.dumps(child(args.child, args.size, args.device, fixed, args.threads)))
         return 0
-    sys.path.insert(0, HERE)
-    from common import emit, machine
     results = {}
     for variant in [v for v in args.variants.split(",") if v]:
         command = [sys.executable, os.path.abspath(__file__), "--child", variant, "--size", args.size,

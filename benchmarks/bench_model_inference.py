@@ -29,6 +29,10 @@ import warnings
 
 import numpy as np
 import torch
+from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+from semseg_core.precision import AMP_CHOICES, amp_dtype
+from semseg_core.predictor import Predictor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import CONFIGS, emit, interleaved_medians, machine, peak_rss_mb  # noqa: E402
@@ -45,7 +49,6 @@ def fixed_detection_overrides(n: int):
 
 def build_semseg(name, device="cpu", amp=None, fixed=None, channels_last=None, overrides=()):
     """A callable image -> number of detections, running the Predictor of variant `name` (random weights)."""
-    from semseg_core.predictor import Predictor
     torch.manual_seed(0)
     extra = list(overrides) + (fixed_detection_overrides(fixed) if fixed else [])
     if channels_last is not None:  # None: as the config says (MODEL.CHANNELS_LAST)
@@ -67,7 +70,6 @@ def identity_box_regressors(model):
 
 
 def build_torchvision(name, device="cpu", amp=None, fixed=None, channels_last=None):
-    from torchvision.models.detection import maskrcnn_resnet50_fpn
     min_size, max_size = TV_VARIANTS[name]
     kwargs = {"box_score_thresh": 0.0, "box_detections_per_img": fixed} if fixed else {}
     torch.manual_seed(0)
@@ -75,7 +77,7 @@ def build_torchvision(name, device="cpu", amp=None, fixed=None, channels_last=No
                                   **kwargs).eval().to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
+    dtype = amp_dtype(amp, "--amp")
 
     def run(image):
         with torch.inference_mode(), torch.autocast(torch.device(device).type, dtype=dtype, enabled=amp is not None):
@@ -145,7 +147,7 @@ def main(argv=None) -> int:
     parser.add_argument("--channels-last", action="store_true",
                         help="ablation: also time r50_fast-cl and tiny_fast-cl (fast configs without channels_last)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--amp", choices=["fp16", "bf16"], default=None, help="autocast (CUDA only)")
+    parser.add_argument("--amp", choices=AMP_CHOICES, default=None, help="autocast (CUDA only)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")

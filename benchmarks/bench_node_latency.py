@@ -32,9 +32,25 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(100, 200)))
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import semseg_ros  # noqa: E402,F401  (before rclpy: the ROS runtime variables and the DDS profile for 640x480 images)
+import rclpy  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from vision_msgs.msg import Detection2DArray  # noqa: E402
+
+from semseg_core import Predictor  # noqa: E402
+from semseg_core.checkpoint import save_checkpoint  # noqa: E402
+from semseg_core.config import load_config  # noqa: E402
+from semseg_core.modeling import build_model  # noqa: E402
+from semseg_ros.image_codec import numpy_to_image_msg  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_model_inference import identity_box_regressors  # noqa: E402
 from common import emit, machine  # noqa: E402
 
 
@@ -55,10 +71,6 @@ def random_checkpoint(config, folder, fixed_detections=0):
     """A random-weight checkpoint of `config`. With fixed_detections N, also a derived config (thresholds 0,
     N known detections) and identity box regressors, as in bench_model_inference.py's fixed mode, so that a
     random R50 returns N valid instances; returns (config, weights)."""
-    import torch
-    from semseg_core.checkpoint import save_checkpoint
-    from semseg_core.config import load_config
-    from semseg_core.modeling import build_model
     if fixed_detections:
         derived = os.path.join(folder, "fixed_detections.yaml")
         with open(derived, "w") as f:
@@ -72,7 +84,6 @@ def random_checkpoint(config, folder, fixed_detections=0):
     torch.manual_seed(0)
     model = build_model(cfg)
     if fixed_detections:
-        from bench_model_inference import identity_box_regressors
         identity_box_regressors(model)
     path = os.path.join(folder, "random.pt")
     save_checkpoint(path, model, cfg, meta={"torch": str(torch.__version__)})
@@ -80,14 +91,11 @@ def random_checkpoint(config, folder, fixed_detections=0):
 
 
 def bare_predictor(config, weights, threads, device="cpu"):
-    import torch
-    from semseg_core import Predictor
     torch.set_num_threads(threads)
     return Predictor(config=config, weights=weights, device=device)
 
 
 def _timed_call(predictor, frame, threads, out):
-    import torch
     torch.set_num_threads(threads)  # per thread (OpenMP), as the node does in its worker
     start = time.perf_counter()
     result = predictor(frame)
@@ -97,14 +105,6 @@ def _timed_call(predictor, frame, threads, out):
 def interleaved_run(config, weights, frames, threads, stream_hz=30.0, stream_seconds=0.0, device="cpu"):
     """Per frame: the bare Predictor here, then the same frame through the node (alternating, so
     both see the same load on a shared machine)."""
-    import semseg_ros  # noqa: F401  (DDS profile for 640x480 images)
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from diagnostic_msgs.msg import DiagnosticArray
-    from sensor_msgs.msg import Image
-    from vision_msgs.msg import Detection2DArray
-    from semseg_ros.image_codec import numpy_to_image_msg
 
     name = "bench_perception"
     command = [sys.executable, "-m", "semseg_ros.node", "--ros-args", "-r", f"__node:={name}",
@@ -176,7 +176,6 @@ def interleaved_run(config, weights, frames, threads, stream_hz=30.0, stream_sec
 def stream_run(publisher, arrived, frames, hz, seconds):
     """Publish frames at `hz` for `seconds` (a camera); the node keeps only the latest waiting frame.
     Returns output frames/s and stamp-to-receipt latencies of the frames that came out."""
-    from semseg_ros.image_codec import numpy_to_image_msg
     messages = []
     for frame in frames:
         msg = numpy_to_image_msg(frame, "rgb8")

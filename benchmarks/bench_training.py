@@ -21,6 +21,12 @@ import sys
 
 import numpy as np
 import torch
+from torchvision.models.detection import maskrcnn_resnet50_fpn
+from torchvision.ops import FrozenBatchNorm2d
+
+from semseg_core.config import load_config
+from semseg_core.modeling import build_model
+from semseg_core.precision import AMP_CHOICES, amp_dtype
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import CONFIGS, emit, interleaved_medians, machine, peak_rss_mb  # noqa: E402
@@ -57,8 +63,6 @@ def to_device(semseg_inputs, images, targets, device):
 
 
 def build_semseg(name, semseg_inputs, device="cpu", amp=None):
-    from semseg_core.config import load_config
-    from semseg_core.modeling import build_model
     torch.manual_seed(0)
     cfg = load_config(CONFIGS[name], ["MODEL.DEVICE", device])
     model = build_model(cfg).to(device).train()
@@ -80,13 +84,11 @@ def sgd_step(model, losses_of_batch, device, amp):
 
 
 def autocast(device, amp):
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(torch.device(device).type, dtype=dtype, enabled=amp is not None)
+    return torch.autocast(torch.device(device).type, dtype=amp_dtype(amp, "--amp") or torch.float32,
+                          enabled=amp is not None)
 
 
 def build_torchvision(name, images, targets, width, height, device="cpu", amp=None):
-    from torchvision.models.detection import maskrcnn_resnet50_fpn
-    from torchvision.ops import FrozenBatchNorm2d
     torch.manual_seed(0)
     frozen = {"norm_layer": FrozenBatchNorm2d} if name == "tv_frozen" else {}
     model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=7,
@@ -107,7 +109,7 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--amp", choices=["fp16", "bf16"], default=None, help="autocast for every variant without a +suffix (no grad scaler; bf16 also on a CPU)")
+    parser.add_argument("--amp", choices=AMP_CHOICES, default=None, help="autocast for every variant without a +suffix (no grad scaler; bf16 also on a CPU)")
     parser.add_argument("--json-out", default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -117,8 +119,8 @@ def main(argv=None) -> int:
     for name in [v for v in args.variants.split(",") if v]:
         base, _, amp = name.partition("+")
         amp = amp or args.amp
-        if amp not in (None, "fp16", "bf16"):
-            raise SystemExit(f"unknown precision suffix in {name!r}; use +bf16 or +fp16")
+        if amp is not None and amp not in AMP_CHOICES:
+            raise SystemExit(f"unknown precision suffix in {name!r}; use one of +{', +'.join(AMP_CHOICES)}")
         if base in ("r50", "tiny"):
             model, step = build_semseg(base, semseg_inputs, args.device, amp)
         elif base in ("tv", "tv_frozen"):

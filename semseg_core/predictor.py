@@ -23,10 +23,10 @@ from .config import CfgNode, ConfigError, get_cfg
 from .constants import UNKNOWN_ID, UNKNOWN_NAME
 from .data.transforms import resize_image_pil, resize_shortest_edge_size
 from .device import resolve_device
+from .precision import AMP_DTYPES, amp_name
 
 ASSETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
 DEFAULT_WEIGHTS = os.path.join(ASSETS_DIR, "semseg_tiny_synthetic.pt")
-AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -80,8 +80,7 @@ class Predictor:
         from .modeling import build_model  # heavy import kept out of `import semseg_core`
 
         self.device = resolve_device(device)
-        if amp is not None and amp not in AMP_DTYPES:
-            raise ValueError(f"amp must be None, 'fp16' or 'bf16', got {amp!r}")
+        amp = None if amp is None else amp_name(amp, "amp")  # float16 | bfloat16 (fp16 | bf16 accepted)
         if amp is not None and self.device.type != "cuda":
             raise ValueError(f"amp={amp!r} is for CUDA devices; on {self.device} run without amp")
         self.amp = amp

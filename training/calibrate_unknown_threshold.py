@@ -27,18 +27,20 @@ if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torchvision.ops import box_iou  # noqa: E402
 
+from semseg_core import Predictor  # noqa: E402
+from semseg_core.config import load_config  # noqa: E402
+from semseg_core.data.synthetic import generate_dataset  # noqa: E402
+from semseg_core.evaluation import unknown_decision_disabled  # noqa: E402
+from semseg_core.evaluation.coco_io import read_json  # noqa: E402
 from semseg_core.data.image_io import read_image  # noqa: E402
 
 
 def known_object_distances(predictor, gt: dict, image_root: str, known_ids: Sequence[int],
                            iou_threshold: float = 0.5) -> np.ndarray:
     """Nearest-prototype distance of the top detection on each known GT object (objects never found are skipped)."""
-    from torchvision.ops import box_iou
-    import torch
-
-    from semseg_core.evaluation import unknown_decision_disabled
-
     by_image = {}
     for ann in gt["annotations"]:
         if ann["category_id"] in known_ids and not ann.get("iscrowd", 0):
@@ -82,16 +84,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if bool(args.gt) == bool(args.synthetic_val):
         parser.error("give --gt FILE --image-root DIR, or --synthetic-val N")
 
-    from semseg_core import Predictor
-    from semseg_core.config import load_config
-    from semseg_core.evaluation.coco_io import read_json
-
     cfg = load_config(args.config_file, list(args.opts or []))
     predictor = Predictor(config=cfg, weights=cfg.MODEL.WEIGHTS or None, device=args.device or cfg.MODEL.DEVICE)
     with tempfile.TemporaryDirectory(prefix="semseg_calib_") as tmp:
         if args.synthetic_val:
-            from semseg_core.data.synthetic import generate_dataset
-
             syn = cfg.DATASETS.SYNTHETIC
             generate_dataset(tmp, args.synthetic_val, args.seed, known_families=tuple(syn.KNOWN_FAMILIES),
                              unknown_families=tuple(syn.UNKNOWN_FAMILIES), openness=0.0,

@@ -21,6 +21,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
+from semseg_core.atomic_io import atomic_open
 from semseg_core.data.synthetic_shapes import ALL_FAMILIES, FAMILY_CATEGORY_ID, SHAPE_FAMILIES
 from semseg_core.data.synthetic_textures import background, object_surface, random_color
 
@@ -169,39 +170,25 @@ def generate_dataset(
     ``openness`` is the expected share of unknown objects per image; default 0 for ``train`` (known objects
     only) and 0.5 for ``test``. Categories are all families (stable ids), whether or not they appear.
     """
-    if split not in _SPLIT_CODE:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     known_families, unknown_families = tuple(known_families), tuple(unknown_families)
-    _check_families(known_families, unknown_families)
-    if openness is None:
-        openness = 0.0 if split == "train" else DEFAULT_TEST_OPENNESS
-    if not 0.0 <= float(openness) <= 1.0:
-        raise ValueError(f"openness must be in [0, 1], got {openness}")
-    if openness > 0 and not unknown_families:
-        raise ValueError("openness > 0 needs at least one unknown family")
-    if openness < 1 and not known_families:
-        raise ValueError("openness < 1 needs at least one known family")
+    openness = _checked_openness(split, known_families, unknown_families, openness)
     if num_images < 1:
         raise ValueError(f"num_images must be >= 1, got {num_images}")
     if not 1 <= min_objects <= max_objects:
         raise ValueError(f"need 1 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
     height, width = _image_size(image_size)
 
-    image_dir = os.path.join(out_dir, "images")
-    os.makedirs(image_dir, exist_ok=True)
     images, annotations = [], []
     for index in tqdm(range(num_images), desc=f"synthetic {split}", disable=not progress, unit="img"):
         rng = np.random.default_rng([int(seed), _SPLIT_CODE[split], index])
         image, instances = render_scene(
-            rng, height, width, known_families, unknown_families, float(openness), min_objects, max_objects
+            rng, height, width, known_families, unknown_families, openness, min_objects, max_objects
         )
-        image_id = index + 1
-        file_name = f"{image_id:06d}.png"
-        if not cv2.imwrite(os.path.join(image_dir, file_name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"could not write image {os.path.join(image_dir, file_name)}")
-        images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
+        image_entry = _write_image(out_dir, index + 1, image)
+        images.append(image_entry)
         for inst in instances:
-            ann = {"id": len(annotations) + 1, "image_id": image_id, "category_id": FAMILY_CATEGORY_ID[inst.family]}
+            ann = {"id": len(annotations) + 1, "image_id": image_entry["id"],
+                   "category_id": FAMILY_CATEGORY_ID[inst.family]}
             ann.update(mask_to_annotation(inst.mask))
             annotations.append(ann)
 
@@ -212,7 +199,7 @@ def generate_dataset(
         "description": "semseg_ros synthetic open-set scenes",
         "split": split,
         "seed": int(seed),
-        "openness": float(openness),
+        "openness": openness,
         "num_images": int(num_images),
         "image_size": [height, width],
         "min_objects": int(min_objects),
@@ -220,13 +207,38 @@ def generate_dataset(
         "known_families": list(known_families),
         "unknown_families": list(unknown_families),
     }
-    doc = {"info": info, "images": images, "annotations": annotations, "categories": categories}
     json_path = os.path.join(out_dir, "annotations.json")
-    tmp_path = json_path + ".tmp"
-    with open(tmp_path, "w") as f:
-        json.dump(doc, f)
-    os.replace(tmp_path, json_path)  # a crashed run never leaves a half-written json behind
+    with atomic_open(json_path, "w") as f:  # a crashed run never leaves a half-written json behind
+        json.dump({"info": info, "images": images, "annotations": annotations, "categories": categories}, f)
     return json_path
+
+
+def _checked_openness(split: str, known_families: Tuple[str, ...], unknown_families: Tuple[str, ...],
+                      openness: Optional[float]) -> float:
+    """The share of unknown objects (the split's default when None), checked against the families."""
+    if split not in _SPLIT_CODE:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    _check_families(known_families, unknown_families)
+    if openness is None:
+        openness = 0.0 if split == "train" else DEFAULT_TEST_OPENNESS
+    if not 0.0 <= float(openness) <= 1.0:
+        raise ValueError(f"openness must be in [0, 1], got {openness}")
+    if openness > 0 and not unknown_families:
+        raise ValueError("openness > 0 needs at least one unknown family")
+    if openness < 1 and not known_families:
+        raise ValueError("openness < 1 needs at least one known family")
+    return float(openness)
+
+
+def _write_image(out_dir: str, image_id: int, image: np.ndarray) -> Dict:
+    """Write an RGB scene as ``out_dir/images/NNNNNN.png``; return its COCO image entry."""
+    image_dir = os.path.join(out_dir, "images")
+    os.makedirs(image_dir, exist_ok=True)
+    height, width = image.shape[:2]
+    file_name = f"{image_id:06d}.png"
+    if not cv2.imwrite(os.path.join(image_dir, file_name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write image {os.path.join(image_dir, file_name)}")
+    return {"id": image_id, "file_name": file_name, "height": height, "width": width}
 
 
 def _synthetic_request(cfg, split: str) -> Dict:

@@ -7,7 +7,10 @@ import os
 import sys
 from typing import Any, Optional, Sequence
 
+from semseg_core.config import ConfigError, load_config
+
 from . import distributed as comm
+from .trainer import Trainer, evaluate_weights
 
 logger = logging.getLogger("semseg_core")
 
@@ -46,8 +49,6 @@ def default_argument_parser() -> argparse.ArgumentParser:
 
 
 def load_cfg(args: argparse.Namespace):
-    from semseg_core.config import load_config
-
     if args.config_file and not os.path.isfile(args.config_file):
         raise FileNotFoundError(f"--config-file {args.config_file!r} does not exist")
     return load_config(args.config_file or None, list(args.opts or []))
@@ -76,8 +77,6 @@ def setup_logging(output_dir: str, rank: int) -> None:
 
 def run(args: argparse.Namespace) -> Any:
     """What every process runs (importable, so ``torch.multiprocessing`` can spawn it)."""
-    from .trainer import Trainer, evaluate_weights
-
     cfg = load_cfg(args)
     setup_logging(cfg.OUTPUT_DIR, comm.get_rank())
     logger.info("Command line: %s", " ".join(sys.argv))
@@ -87,8 +86,6 @@ def run(args: argparse.Namespace) -> Any:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from semseg_core.config import ConfigError
-
     parser = default_argument_parser()
     args = parser.parse_args(argv)
     try:

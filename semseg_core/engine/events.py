@@ -6,6 +6,13 @@ import logging
 import os
 from typing import Dict, List, Optional
 
+from matplotlib.figure import Figure  # the object API: no pyplot, no global backend switch
+
+try:
+    from torch.utils.tensorboard import SummaryWriter
+except ImportError:  # tensorboard is optional at run time
+    SummaryWriter = None
+
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
@@ -26,13 +33,10 @@ class MetricsWriter:
         self._truncate_jsonl(start_iter)
         self._jsonl = open(self.jsonl_path, "a")
         self._tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._tb = SummaryWriter(log_dir=output_dir, purge_step=start_iter)
-            except ImportError:  # tensorboard is optional at run time
-                logger.warning("tensorboard is not installed: no TensorBoard scalars will be written")
+        if tensorboard and SummaryWriter is None:
+            logger.warning("tensorboard is not installed: no TensorBoard scalars will be written")
+        elif tensorboard:
+            self._tb = SummaryWriter(log_dir=output_dir, purge_step=start_iter)
 
     def _truncate_jsonl(self, start_iter: int) -> None:
         if not os.path.isfile(self.jsonl_path):
@@ -89,13 +93,9 @@ def plot_loss_curve(output_dir: str, out_path: Optional[str] = None) -> Optional
                 continue
     if not records:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     keys = sorted({k for r in records for k in r if k == "total_loss" or k.startswith("loss_")})
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig = Figure(figsize=(8, 5))
+    ax = fig.subplots()
     for key in keys:
         points = [(r["iteration"], r[key]) for r in records if key in r]
         ax.plot([p[0] for p in points], [p[1] for p in points], label=key, linewidth=2 if key == "total_loss" else 1)
@@ -107,5 +107,4 @@ def plot_loss_curve(output_dir: str, out_path: Optional[str] = None) -> Optional
     fig.tight_layout()
     out_path = out_path or os.path.join(output_dir, LOSS_CURVE_FILE)
     fig.savefig(out_path, dpi=100)
-    plt.close(fig)
     return out_path

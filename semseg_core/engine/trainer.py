@@ -17,8 +17,14 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from tqdm import tqdm
+
 from semseg_core.checkpoint import check_backbone_initialisation, load_initial_weights, load_model_weights
+from semseg_core.data import build_train_loader, ensure_synthetic_dataset
+from semseg_core.evaluation import evaluate_model, save_metrics_json
+from semseg_core.modeling import build_model
 from semseg_core.device import resolve_device
+from semseg_core.precision import AMP_DTYPES, amp_name
 
 from . import distributed as comm
 from .checkpointing import (
@@ -68,14 +74,9 @@ def configure_cpu_threads(device: torch.device) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
 
 
-AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
 def amp_settings(cfg, device: torch.device):
     """(enabled, dtype) of mixed precision from SOLVER.AMP; float16 on a CPU is ignored with a warning."""
-    name = str(cfg.SOLVER.AMP.DTYPE)
-    if name not in AMP_DTYPES:
-        raise ValueError(f"SOLVER.AMP.DTYPE must be one of {sorted(AMP_DTYPES)}, got {name!r}")
+    name = amp_name(cfg.SOLVER.AMP.DTYPE, "SOLVER.AMP.DTYPE")  # float16 | bfloat16 (fp16 | bf16 accepted)
     enabled = bool(cfg.SOLVER.AMP.ENABLED)
     if enabled and device.type != "cuda" and name == "float16":
         logger.warning("SOLVER.AMP.ENABLED is ignored on %s with float16 (CUDA only); "
@@ -96,8 +97,6 @@ def cpu_has_fast_bfloat16() -> bool:
 
 def prepare_datasets(cfg) -> None:
     """Generate the synthetic datasets the config names, if missing (call on one process only)."""
-    from semseg_core.data import ensure_synthetic_dataset
-
     names = [n for n in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST) if n.startswith("synthetic_")]
     if names:
         ensure_synthetic_dataset(cfg, names=names)
@@ -112,9 +111,6 @@ class Trainer:
     """``Trainer(cfg, resume=...).train()``; works in one process or in every rank of a process group."""
 
     def __init__(self, cfg, resume: bool = False, log_period: int = 20, find_unused_parameters: bool = True):
-        from semseg_core.data import build_train_loader
-        from semseg_core.modeling import build_model
-
         self.cfg = cfg
         self.output_dir = str(cfg.OUTPUT_DIR)
         self.max_iter = int(cfg.SOLVER.MAX_ITER)
@@ -251,8 +247,6 @@ class Trainer:
         return reduced
 
     def train(self) -> Dict[str, Any]:
-        from tqdm import tqdm
-
         cfg, main = self.cfg, comm.is_main_process()
         writer = MetricsWriter(self.output_dir, self.start_iter, self.log_period) if main else None
         checkpoint_period = int(cfg.SOLVER.CHECKPOINT_PERIOD)
@@ -301,8 +295,6 @@ class Trainer:
 # ------------------------------------------------------------------------------------------- evaluation
 def evaluate_datasets(cfg, model: torch.nn.Module, output_dir: str, tag: str) -> Dict[str, Any]:
     """``evaluate_model`` on each test dataset; the metrics go to ``output_dir/metrics_{tag}.json``."""
-    from semseg_core.evaluation import evaluate_model, save_metrics_json
-
     was_training = model.training
     model.eval()
     results: Dict[str, Any] = {}
@@ -322,8 +314,6 @@ def evaluate_datasets(cfg, model: torch.nn.Module, output_dir: str, tag: str) ->
 
 def evaluate_weights(cfg) -> Dict[str, Any]:
     """``--eval-only``: build the model, load ``MODEL.WEIGHTS``, evaluate on ``DATASETS.TEST``."""
-    from semseg_core.modeling import build_model
-
     if not cfg.MODEL.WEIGHTS:
         raise ValueError("--eval-only needs MODEL.WEIGHTS (a checkpoint of ours or the authors' .pth/.pkl)")
     results: Dict[str, Any] = {}

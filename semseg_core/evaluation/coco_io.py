@@ -43,6 +43,19 @@ def load_coco_gt(gt: str | os.PathLike | dict) -> tuple[dict, str]:
     The copy has fresh annotation dicts (shallow copies) with ``area`` and ``iscrowd`` filled in and
     annotation ids made positive and unique (COCOeval uses id 0 as "no match").
     """
+    data, source = _read_gt(gt)
+    images = _checked_images(data["images"], source)
+    categories = _checked_categories(data["categories"], source)
+    annotations = _checked_annotations(data["annotations"], images, categories, source)
+    checked = {k: v for k, v in data.items() if k not in ("images", "annotations", "categories")}
+    checked["images"] = [dict(img) for img in data["images"]]
+    checked["categories"] = [dict(cat) for cat in data["categories"]]
+    checked["annotations"] = annotations
+    return checked, source
+
+
+def _read_gt(gt: str | os.PathLike | dict) -> tuple[dict, str]:
+    """The ground-truth dict and its source name, with the three top-level lists present."""
     if isinstance(gt, dict):
         source, data = "<GT dict>", gt
     else:
@@ -53,9 +66,13 @@ def load_coco_gt(gt: str | os.PathLike | dict) -> tuple[dict, str]:
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise CocoFormatError(f"{source}: missing or non-list field '{key}'")
+    return data, source
 
+
+def _checked_images(entries: list, source: str) -> dict:
+    """Image id -> image; every image has a unique integer id and a positive height and width."""
     images = {}
-    for i, img in enumerate(data["images"]):
+    for i, img in enumerate(entries):
         if not isinstance(img, dict) or not isinstance(img.get("id"), (int, np.integer)):
             raise CocoFormatError(f"{source}: images[{i}] has no integer 'id'")
         for key in ("height", "width"):
@@ -66,19 +83,28 @@ def load_coco_gt(gt: str | os.PathLike | dict) -> tuple[dict, str]:
         images[img["id"]] = img
     if not images:
         raise CocoFormatError(f"{source}: the file has no images")
+    return images
 
+
+def _checked_categories(entries: list, source: str) -> dict:
+    """Category id -> category; every category has a unique integer id."""
     categories = {}
-    for i, cat in enumerate(data["categories"]):
+    for i, cat in enumerate(entries):
         if not isinstance(cat, dict) or not isinstance(cat.get("id"), (int, np.integer)):
             raise CocoFormatError(f"{source}: categories[{i}] has no integer 'id'")
         if cat["id"] in categories:
             raise CocoFormatError(f"{source}: duplicate category id {cat['id']}")
         categories[cat["id"]] = cat
+    return categories
 
+
+def _checked_annotations(entries: list, images: dict, categories: dict, source: str) -> list[dict]:
+    """Copies of the annotations, each pointing at a known image and category with a valid box, with
+    ``iscrowd`` and ``area`` filled in; all ids renumbered 1..N when any is missing, not positive or repeated."""
     annotations = []
     seen_ids = set()
     need_new_ids = False
-    for i, ann in enumerate(data["annotations"]):
+    for i, ann in enumerate(entries):
         where = f"{source}: annotations[{i}] (id {ann.get('id') if isinstance(ann, dict) else '?'})"
         if not isinstance(ann, dict):
             raise CocoFormatError(f"{where} is not an object")
@@ -102,12 +128,7 @@ def load_coco_gt(gt: str | os.PathLike | dict) -> tuple[dict, str]:
     if need_new_ids:
         for n, ann in enumerate(annotations, start=1):
             ann["id"] = n
-
-    checked = {k: v for k, v in data.items() if k not in ("images", "annotations", "categories")}
-    checked["images"] = [dict(img) for img in data["images"]]
-    checked["categories"] = [dict(cat) for cat in data["categories"]]
-    checked["annotations"] = annotations
-    return checked, source
+    return annotations
 
 
 def _annotation_area(ann: dict, img: dict, where: str) -> float:

@@ -5,6 +5,9 @@ import math
 import os
 from typing import Sequence
 
+from matplotlib import colormaps
+from matplotlib.figure import Figure  # the object API: no pyplot, no display, no global backend switch
+
 from .coco_io import write_json_atomic
 
 # (key, label, kind): kind "pct" = percentage, "count" = raw count, "ratio" = fraction
@@ -80,19 +83,15 @@ def plot_pr_curves(pr_curves: dict, path: str | os.PathLike, title: str = "") ->
 
     ``pr_curves`` is ``OpenSetEvaluator.pr_curves`` (filled by ``evaluate``).
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)  # no display on robots / CI; a no-op when already Agg
-    import matplotlib.pyplot as plt
-
     types = list(pr_curves)
     if not types:
         raise ValueError("no PR curves to plot: run OpenSetEvaluator.evaluate() first")
-    fig, axes = plt.subplots(1, len(types), figsize=(6 * len(types), 5), squeeze=False)
+    fig = Figure(figsize=(6 * len(types), 5))
+    axes = fig.subplots(1, len(types), squeeze=False)
     for ax, t in zip(axes[0], types):
         curves = pr_curves[t]
         rec = curves["recall"]
-        cmap = plt.get_cmap("tab20")
+        cmap = colormaps["tab20"]
         for i, (name, prec) in enumerate(sorted(curves["known"].items())):
             ap50 = 100 * float(prec.mean())
             ax.plot(rec, prec, color=cmap(i % 20), lw=1.2, label=f"{name} ({ap50:.1f})")
@@ -113,5 +112,4 @@ def plot_pr_curves(pr_curves: dict, path: str | os.PathLike, title: str = "") ->
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

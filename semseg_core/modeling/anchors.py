@@ -11,7 +11,15 @@ class AnchorGenerator(nn.Module):
     Flattening order per level is (H, W, A) row-major, A = number of aspect ratios (1 for SemSeg).
     """
 
-    def __init__(self, sizes: Sequence[float], strides: Sequence[int], aspect_ratios: Sequence[float] = (1.0,), offset: float = 0.0):
+    def __init__(self, *, sizes: Sequence[float], strides: Sequence[int], aspect_ratios: Sequence[float] = (1.0,),
+                 offset: float = 0.0):
+        """
+        Args:
+            sizes: anchor side per level (MODEL.ANCHOR_GENERATOR.SIZES).
+            strides: stride per level.
+            aspect_ratios: height / width of the anchors at every location (MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS).
+            offset: anchor centre offset in strides, in [0, 1) (MODEL.ANCHOR_GENERATOR.OFFSET).
+        """
         super().__init__()
         if len(sizes) != len(strides):
             raise ValueError(f"one anchor size per level expected: sizes {list(sizes)} vs strides {list(strides)}")

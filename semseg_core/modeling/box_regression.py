@@ -5,7 +5,7 @@
   the anchor size, ReLU on decode; used by the classification-free RPN.
 """
 import math
-from typing import Sequence
+from typing import Sequence, Tuple
 
 import torch
 from torch.nn import functional as F
@@ -14,7 +14,7 @@ from torch.nn import functional as F
 DEFAULT_SCALE_CLAMP = math.log(1000.0 / 16)
 
 
-def _widths_centres(boxes: torch.Tensor):
+def _widths_centres(boxes: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     widths = boxes[:, 2] - boxes[:, 0]
     heights = boxes[:, 3] - boxes[:, 1]
     ctr_x = boxes[:, 0] + 0.5 * widths
@@ -25,7 +25,13 @@ def _widths_centres(boxes: torch.Tensor):
 class Box2BoxTransform:
     """Encode/decode boxes as (dx, dy, dw, dh) divided by `weights` (width = x2 - x1, no +1)."""
 
-    def __init__(self, weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0), scale_clamp: float = DEFAULT_SCALE_CLAMP):
+    def __init__(self, *, weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0),
+                 scale_clamp: float = DEFAULT_SCALE_CLAMP):
+        """
+        Args:
+            weights: (wx, wy, ww, wh) dividing the encoded (dx, dy, dw, dh) (MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS).
+            scale_clamp: upper bound on dw, dh before exp() when decoding.
+        """
         if len(weights) != 4:
             raise ValueError(f"Box2BoxTransform needs 4 weights, got {weights!r}")
         self.weights = tuple(float(w) for w in weights)
@@ -64,7 +70,11 @@ class Box2BoxTransformLinear:
     width (l, r) / height (t, b) when `normalize_by_size`. Decoding applies ReLU, so a decoded box
     always contains the anchor centre (detectron2 behaviour)."""
 
-    def __init__(self, normalize_by_size: bool = True):
+    def __init__(self, *, normalize_by_size: bool = True):
+        """
+        Args:
+            normalize_by_size: divide the distances by the anchor width / height (SemSeg: True).
+        """
         self.normalize_by_size = normalize_by_size
 
     def get_deltas(self, src_boxes: torch.Tensor, target_boxes: torch.Tensor) -> torch.Tensor:

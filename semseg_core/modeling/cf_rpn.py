@@ -5,22 +5,35 @@ centerness. Two independent anchor labellings: one for regression (IoU loss on p
 centerness (L1 loss on sampled positives and negatives, FCOS centerness target).
 Proposals = per-level top-k by centerness, clipped, empty dropped; NO NMS unless `apply_nms`.
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import batched_nms, box_iou
 
+from ..config import CfgNode
 from .anchors import AnchorGenerator
 from .box_regression import Box2BoxTransformLinear, clip_boxes, iou_loss, nonempty
 from .matcher import Matcher, sample_binary_labels
 
 
+class Proposals(NamedTuple):
+    """One image's proposals, as the ROI heads receive them."""
+
+    boxes: torch.Tensor  # K x 4 xyxy, clipped to the image, none empty
+    centerness: torch.Tensor  # K sigmoid centerness in [0, 1] (the RPN's score; no objectness)
+
+
 class CFRPNHead(nn.Module):
     """3x3 conv + ReLU, L2 normalisation over channels, then 1x1 -> 4 (ltrb) and 1x1 -> 1 (centerness)."""
 
-    def __init__(self, in_channels: int, num_anchors: int = 1):
+    def __init__(self, *, in_channels: int, num_anchors: int = 1):
+        """
+        Args:
+            in_channels: channels of every input feature level (the FPN width).
+            num_anchors: anchors per location (1 for SemSeg: one square anchor).
+        """
         super().__init__()
         self.conv = nn.Conv2d(in_channels, in_channels, 3, padding=1)
         self.box_deltas = nn.Conv2d(in_channels, 4 * num_anchors, 1)
@@ -53,8 +66,11 @@ def centerness_targets(anchors: torch.Tensor, gt_boxes: torch.Tensor) -> torch.T
 
 
 class CFRPN(nn.Module):
+    """Classification-free region proposal network: per-level top-k by centerness, no objectness."""
+
     def __init__(
         self,
+        *,
         head: CFRPNHead,
         anchor_generator: AnchorGenerator,
         in_features: Sequence[str] = ("p2", "p3", "p4", "p5", "p6"),
@@ -72,13 +88,32 @@ class CFRPN(nn.Module):
         loc_loss_weight: float = 10.0,
         ctr_loss_weight: float = 1.0,
     ):
+        """
+        Args:
+            head: predicts centerness logits and ltrb deltas per level.
+            anchor_generator: one anchor per location and level.
+            in_features: feature-map names the RPN reads, finest first (MODEL.RPN.IN_FEATURES).
+            reg_iou_thresholds: anchor labelling for the box regression (MODEL.RPN.IOU_THRESHOLDS).
+            ctr_iou_thresholds: anchor labelling for the centerness (MODEL.RPN.IOU_THRESHOLDS_OBJECTNESS).
+            iou_labels: labels of the bands between the thresholds (MODEL.RPN.IOU_LABELS).
+            batch_size_per_image: anchors sampled per image for each loss (MODEL.RPN.BATCH_SIZE_PER_IMAGE).
+            positive_fraction: largest share of positives in the regression sample.
+            ctr_positive_fraction: largest share of positives in the centerness sample.
+            pre_nms_topk: (training, inference) proposals kept per level by centerness.
+            post_nms_topk: (training, inference) proposals kept after NMS (only with `apply_nms`).
+            nms_thresh: (training, inference) NMS IoU threshold (only with `apply_nms`).
+            apply_nms: our switch; the authors run no NMS on the proposals (faithful = False).
+            min_box_size: proposals with width or height <= this are dropped (MODEL.PROPOSAL_GENERATOR.MIN_SIZE).
+            loc_loss_weight: weight of the IoU loss on the boxes.
+            ctr_loss_weight: weight of the L1 loss on the centerness.
+        """
         super().__init__()
         self.head = head
         self.anchor_generator = anchor_generator
         self.in_features = list(in_features)
         self.box2box = Box2BoxTransformLinear(normalize_by_size=True)
-        self.reg_matcher = Matcher(list(reg_iou_thresholds), list(iou_labels), allow_low_quality_matches=True)
-        self.ctr_matcher = Matcher(list(ctr_iou_thresholds), list(iou_labels), allow_low_quality_matches=True)
+        self.reg_matcher = Matcher(thresholds=reg_iou_thresholds, labels=iou_labels, allow_low_quality_matches=True)
+        self.ctr_matcher = Matcher(thresholds=ctr_iou_thresholds, labels=iou_labels, allow_low_quality_matches=True)
         self.batch_size_per_image = batch_size_per_image
         self.positive_fraction = positive_fraction
         self.ctr_positive_fraction = ctr_positive_fraction
@@ -91,7 +126,7 @@ class CFRPN(nn.Module):
         self.ctr_loss_weight = ctr_loss_weight
 
     @classmethod
-    def from_config(cls, cfg, in_channels: int) -> "CFRPN":
+    def from_config(cls, cfg: CfgNode, in_channels: int) -> "CFRPN":
         rpn = cfg.MODEL.RPN
         ag = cfg.MODEL.ANCHOR_GENERATOR
         in_features = list(rpn.IN_FEATURES)
@@ -100,11 +135,11 @@ class CFRPN(nn.Module):
             raise ValueError("MODEL.ANCHOR_GENERATOR.SIZES needs one size per RPN level")
         ratios = ag.ASPECT_RATIOS[0] if isinstance(ag.ASPECT_RATIOS[0], (list, tuple)) else ag.ASPECT_RATIOS
         strides = [2 ** int(name[1:]) for name in in_features]
-        anchor_generator = AnchorGenerator(sizes, strides, ratios, ag.OFFSET)
-        head = CFRPNHead(in_channels, anchor_generator.num_anchors_per_location)
+        anchor_generator = AnchorGenerator(sizes=sizes, strides=strides, aspect_ratios=ratios, offset=ag.OFFSET)
+        head = CFRPNHead(in_channels=in_channels, num_anchors=anchor_generator.num_anchors_per_location)
         return cls(
-            head,
-            anchor_generator,
+            head=head,
+            anchor_generator=anchor_generator,
             in_features=in_features,
             reg_iou_thresholds=rpn.IOU_THRESHOLDS,
             ctr_iou_thresholds=rpn.IOU_THRESHOLDS_OBJECTNESS,
@@ -123,7 +158,8 @@ class CFRPN(nn.Module):
 
     # ---- training targets -------------------------------------------------------------------
     @torch.no_grad()
-    def label_anchors(self, anchors: torch.Tensor, gt_boxes: torch.Tensor):
+    def label_anchors(self, anchors: torch.Tensor,
+                      gt_boxes: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """anchors A x 4, gt_boxes G x 4 -> (reg_labels A, reg_matched_gt A x 4, ctr_labels A, ctr_targets A).
 
         Labels are after sampling: 1 positive, 0 negative, -1 ignored (not sampled)."""
@@ -143,7 +179,8 @@ class CFRPN(nn.Module):
         ctr_targets = torch.where(ctr_labels == 1, ctr_targets, torch.zeros_like(ctr_targets))
         return reg_labels, gt_boxes[reg_idx], ctr_labels, ctr_targets
 
-    def losses(self, anchors, ctr_logits, deltas, gt_boxes_list) -> Dict[str, torch.Tensor]:
+    def losses(self, anchors: torch.Tensor, ctr_logits: torch.Tensor, deltas: torch.Tensor,
+               gt_boxes_list: List[torch.Tensor]) -> Dict[str, torch.Tensor]:
         """anchors A x 4; ctr_logits N x A; deltas N x A x 4; gt per image."""
         num_images = ctr_logits.shape[0]
         loc_sum = ctr_logits.new_zeros(())
@@ -164,10 +201,12 @@ class CFRPN(nn.Module):
 
     # ---- proposals --------------------------------------------------------------------------
     @torch.no_grad()
-    def select_proposals(self, anchors_per_level, ctr_per_level, deltas_per_level, image_sizes):
+    def select_proposals(self, anchors_per_level: List[torch.Tensor], ctr_per_level: List[torch.Tensor],
+                         deltas_per_level: List[torch.Tensor], image_sizes: List[Tuple[int, int]]) -> List[Proposals]:
         """Per level top-k by sigmoid centerness, decode, clip, drop empty; optional NMS (off = faithful).
 
-        Returns a list (per image) of (boxes K x 4, centerness K in [0, 1])."""
+        anchors_per_level: per level A_l x 4; ctr_per_level: per level N x A_l logits; deltas_per_level: per
+        level N x A_l x 4. Returns one `Proposals` per image."""
         training = self.training
         topk = self.pre_nms_topk[training]
         results = []
@@ -184,23 +223,33 @@ class CFRPN(nn.Module):
             scores = torch.cat(scores_all)
             levels = torch.cat(levels_all)
             finite = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores)
-            if not finite.all():
-                if training:
-                    raise FloatingPointError("Predicted RPN boxes or centerness are not finite (training has diverged)")
-                boxes, scores, levels = boxes[finite], scores[finite], levels[finite]
+            if training and not finite.all():
+                raise FloatingPointError("Predicted RPN boxes or centerness are not finite (training has diverged)")
+            # Clipping is per box, so clip all, then select once by index: one host sync (the count) at inference
+            # instead of one per filter and per tensor masked. Non-finite boxes are dropped even where the clip
+            # made them finite (clamp(inf) = the image edge).
             boxes = clip_boxes(boxes, h, w)
-            keep = nonempty(boxes, self.min_box_size)
+            keep = torch.nonzero(finite & nonempty(boxes, self.min_box_size), as_tuple=True)[0]
             boxes, scores, levels = boxes[keep], scores[keep], levels[keep]
             if self.apply_nms:
                 # Our switch (the authors commented these lines out): per-level NMS, then top-k overall.
                 keep = batched_nms(boxes, scores, levels, self.nms_thresh[training])
                 keep = keep[: self.post_nms_topk[training]]
                 boxes, scores = boxes[keep], scores[keep]
-            results.append((boxes, scores))
+            results.append(Proposals(boxes=boxes, centerness=scores))
         return results
 
     def forward(self, image_sizes: List[Tuple[int, int]], features: Dict[str, torch.Tensor],
-                gt_boxes: Optional[List[torch.Tensor]] = None):
+                gt_boxes: Optional[List[torch.Tensor]] = None) -> Tuple[List[Proposals], Dict[str, torch.Tensor]]:
+        """
+        Args:
+            image_sizes: (height, width) of each image before padding.
+            features: FPN maps by name (N x C x H_l x W_l).
+            gt_boxes: per image G_i x 4 ground-truth boxes; needed in training mode only.
+
+        Returns:
+            one `Proposals` per image, and the weighted losses (empty at inference).
+        """
         feats = [features[name] for name in self.in_features]
         anchors_per_level = self.anchor_generator(feats)
         ctr_logits, deltas = self.head(feats)
@@ -211,7 +260,7 @@ class CFRPN(nn.Module):
             d.view(n, -1, 4, d.shape[-2], d.shape[-1]).permute(0, 3, 4, 1, 2).reshape(n, -1, 4) for d in deltas
         ]
         proposals = self.select_proposals(anchors_per_level, ctr_flat, deltas_flat, image_sizes)
-        losses = {}
+        losses: Dict[str, torch.Tensor] = {}
         if self.training:
             if gt_boxes is None:
                 raise ValueError("CFRPN in training mode needs ground-truth boxes")

@@ -7,11 +7,27 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import batched_nms, nms
 
+from ..config import CfgNode
+
 
 class SoftmaxClassifier(nn.Module):
-    def __init__(self, in_dim: int, num_classes: int, loss_weight: float = 1.0,
+    """Linear layer to K known classes + background; splits detections into the unknown and known sets."""
+
+    def __init__(self, *, in_dim: int, num_classes: int, loss_weight: float = 1.0,
                  known_score_thresh: float = 0.05, known_nms_thresh: float = 0.5, known_topk: int = 50,
                  unknown_score_thresh: float = 0.05, unknown_nms_thresh: float = 0.5, unknown_topk: int = 50):
+        """
+        Args:
+            in_dim: width of the embedding decoder output (the box feature width).
+            num_classes: known classes K (MODEL.ROI_HEADS.NUM_KNOWN_CLASSES); logit K is background.
+            loss_weight: weight of the cross-entropy (MODEL.SOFTMAXCLS.LOSS_WEIGHT).
+            known_score_thresh: a known detection needs class probability > this.
+            known_nms_thresh: per-class NMS IoU threshold of the known set.
+            known_topk: known detections kept per image.
+            unknown_score_thresh: an unknown detection needs objectness > this.
+            unknown_nms_thresh: class-agnostic NMS IoU threshold of the unknown set.
+            unknown_topk: unknown detections kept per image.
+        """
         super().__init__()
         self.cls_score = nn.Linear(in_dim, num_classes + 1)  # last column = background
         nn.init.normal_(self.cls_score.weight, std=0.01)
@@ -26,11 +42,12 @@ class SoftmaxClassifier(nn.Module):
         self.unknown_topk = unknown_topk
 
     @classmethod
-    def from_config(cls, cfg, in_dim: int) -> "SoftmaxClassifier":
+    def from_config(cls, cfg: CfgNode, in_dim: int) -> "SoftmaxClassifier":
         s = cfg.MODEL.SOFTMAXCLS
-        return cls(in_dim, cfg.MODEL.ROI_HEADS.NUM_KNOWN_CLASSES, s.LOSS_WEIGHT,
-                   s.KNOWN_SCORE_THRESH, s.KNOWN_NMS_THRESH, s.KNOWN_TOPK,
-                   s.UNKNOWN_SCORE_THRESH, s.UNKNOWN_NMS_THRESH, s.UNKNOWN_TOPK)
+        return cls(in_dim=in_dim, num_classes=cfg.MODEL.ROI_HEADS.NUM_KNOWN_CLASSES, loss_weight=s.LOSS_WEIGHT,
+                   known_score_thresh=s.KNOWN_SCORE_THRESH, known_nms_thresh=s.KNOWN_NMS_THRESH,
+                   known_topk=s.KNOWN_TOPK, unknown_score_thresh=s.UNKNOWN_SCORE_THRESH,
+                   unknown_nms_thresh=s.UNKNOWN_NMS_THRESH, unknown_topk=s.UNKNOWN_TOPK)
 
     def forward(self, decoded: torch.Tensor) -> torch.Tensor:
         return self.cls_score(decoded)

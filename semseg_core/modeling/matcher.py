@@ -6,13 +6,22 @@ its best ground truth and a label from interval thresholds, e.g. thresholds [0.3
 With `allow_low_quality_matches`, every prediction that ties for the highest IoU of some ground truth
 becomes positive, even when that IoU is below the positive threshold (even 0, as in detectron2).
 """
-from typing import List, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import torch
 
 
 class Matcher:
-    def __init__(self, thresholds: Sequence[float], labels: Sequence[int], allow_low_quality_matches: bool = False):
+    """Best ground truth and interval label for every prediction (see the module docstring)."""
+
+    def __init__(self, *, thresholds: Sequence[float], labels: Sequence[int],
+                 allow_low_quality_matches: bool = False):
+        """
+        Args:
+            thresholds: ascending IoU band limits.
+            labels: one label (-1 ignore, 0 negative, 1 positive) per band: len(thresholds) + 1.
+            allow_low_quality_matches: also make positive the best prediction(s) of every ground truth.
+        """
         thresholds = list(thresholds)
         labels = list(labels)
         if any(t0 > t1 for t0, t1 in zip(thresholds[:-1], thresholds[1:])):
@@ -70,6 +79,3 @@ def sample_binary_labels(labels: torch.Tensor, num_samples: int, positive_fracti
     out[neg_idx] = 0
     return out
 
-
-def cat_or_empty(tensors: List[torch.Tensor], dim: int = 0) -> torch.Tensor:
-    return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=dim)

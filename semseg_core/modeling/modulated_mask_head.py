@@ -5,7 +5,7 @@ turns each instance's unit-norm class-semantics embedding into a bias-free dynam
 dot product with the map is the class-agnostic mask logit. The embedding is NOT detached: the mask
 loss trains the embedding encoder (and the box head) too.
 """
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -14,10 +14,23 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import roi_align
 
+from ..config import CfgNode
+
 
 class ModulatedMaskHead(nn.Module):
-    def __init__(self, in_channels: int, conv_dim: int = 256, num_conv: int = 4, mask_emb_dim: int = 128,
+    """Conv tower -> per-pixel mask embeddings; instance embedding -> dynamic 1x1 kernel; their dot product."""
+
+    def __init__(self, *, in_channels: int, conv_dim: int = 256, num_conv: int = 4, mask_emb_dim: int = 128,
                  emd_dim: Optional[int] = None, loss_weight: float = 1.0):
+        """
+        Args:
+            in_channels: channels of the pooled ROI features (the FPN width).
+            conv_dim: width of the conv tower and the kernel MLP (MODEL.ROI_MASK_HEAD.CONV_DIM).
+            num_conv: 3x3 conv + ReLU layers before the deconvolution (MODEL.ROI_MASK_HEAD.NUM_CONV).
+            mask_emb_dim: per-pixel embedding width = dynamic kernel size (MODEL.ROI_MASK_HEAD.MASK_EMB_DIM).
+            emd_dim: width of the class-semantics embedding (MODEL.DML.EMD_DIM); None = conv_dim.
+            loss_weight: weight of the mask loss (MODEL.ROI_MASK_HEAD.LOSS_WEIGHT).
+        """
         super().__init__()
         # The authors hard-wire the MLP input width to CONV_DIM (== EMD_DIM in their configs); we use
         # EMD_DIM so any size works, which is the same layer shape whenever the two are equal.
@@ -46,9 +59,10 @@ class ModulatedMaskHead(nn.Module):
         nn.init.constant_(layer.bias, 0.0)
 
     @classmethod
-    def from_config(cls, cfg, in_channels: int) -> "ModulatedMaskHead":
+    def from_config(cls, cfg: CfgNode, in_channels: int) -> "ModulatedMaskHead":
         m = cfg.MODEL.ROI_MASK_HEAD
-        return cls(in_channels, m.CONV_DIM, m.NUM_CONV, m.MASK_EMB_DIM, cfg.MODEL.DML.EMD_DIM)
+        return cls(in_channels=in_channels, conv_dim=m.CONV_DIM, num_conv=m.NUM_CONV, mask_emb_dim=m.MASK_EMB_DIM,
+                   emd_dim=cfg.MODEL.DML.EMD_DIM, loss_weight=m.LOSS_WEIGHT)
 
     def mask_features(self, x: torch.Tensor) -> torch.Tensor:
         """R x C x S x S pooled features -> R x MASK_EMB_DIM x 2S x 2S per-pixel embeddings."""
@@ -69,7 +83,7 @@ class ModulatedMaskHead(nn.Module):
         return torch.einsum("rchw,rc->rhw", feats, self.kernels(embeddings))[:, None]
 
     def loss(self, mask_logits: torch.Tensor, boxes_per_image: List[torch.Tensor],
-             gt_masks_per_image: List[torch.Tensor]) -> dict:
+             gt_masks_per_image: List[torch.Tensor]) -> Dict[str, torch.Tensor]:
         """BCE-with-logits (mean over all pixels of all foreground ROIs) against the GT masks cut to each ROI box:
         bitmaps by aligned ROIAlign binarised at 0.5 (detectron2 BitMasks.crop_and_resize), polygons rasterised
         inside the box (PolygonMasks.crop_and_resize; INPUT.MASK_FORMAT "polygon").

@@ -19,8 +19,19 @@ def assign_boxes_to_levels(boxes: torch.Tensor, min_level: int, max_level: int,
 
 
 class ROIPooler(nn.Module):
-    def __init__(self, output_size: int, strides: Sequence[int], sampling_ratio: int = 0, aligned: bool = True,
+    """ROIAlign of each box on the FPN level its size selects."""
+
+    def __init__(self, *, output_size: int, strides: Sequence[int], sampling_ratio: int = 0, aligned: bool = True,
                  canonical_box_size: float = 224.0, canonical_level: int = 4):
+        """
+        Args:
+            output_size: side S of the pooled S x S features (POOLER_RESOLUTION).
+            strides: stride of each feature level, finest first (consecutive powers of two).
+            sampling_ratio: ROIAlign samples per bin (0 = adaptive; POOLER_SAMPLING_RATIO).
+            aligned: half-pixel shift (True = ROIAlignV2, POOLER_TYPE).
+            canonical_box_size: a box of this side goes to `canonical_level`.
+            canonical_level: FPN level of a canonical-size box (4 = p4, as in detectron2).
+        """
         super().__init__()
         levels = [int(round(math.log2(s))) for s in strides]
         if any(2 ** lvl != s for lvl, s in zip(levels, strides)) or levels != list(range(levels[0], levels[-1] + 1)):
@@ -48,9 +59,12 @@ class ROIPooler(nn.Module):
         rois = rois.to(features[0].dtype)
         levels = assign_boxes_to_levels(rois[:, 1:], self.min_level, self.max_level,
                                         self.canonical_box_size, self.canonical_level)
-        for lvl, (feature, scale) in enumerate(zip(features, self.scales)):
-            idx = torch.nonzero(levels == lvl, as_tuple=True)[0]
-            if idx.numel() == 0:
+        # ROIs grouped by level in index order (stable sort), split by the level sizes: one host sync (the sizes)
+        # for all levels instead of a `nonzero` per level.
+        order = torch.argsort(levels, stable=True)
+        sizes = torch.bincount(levels, minlength=len(features)).tolist()
+        for feature, scale, idx in zip(features, self.scales, order.split(sizes)):
+            if len(idx) == 0:
                 continue
             out[idx] = roi_align(feature, rois[idx], self.output_size, spatial_scale=scale,
                                  sampling_ratio=self.sampling_ratio, aligned=self.aligned)

@@ -11,11 +11,28 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..config import CfgNode
+
 
 class PrototypeEmbedding(nn.Module):
-    def __init__(self, in_dim: int, emd_dim: int, num_classes: int, reps_per_class: int = 1,
+    """Encoder/decoder around a unit-sphere embedding, learnable class prototypes, the unknown rule."""
+
+    def __init__(self, *, in_dim: int, emd_dim: int, num_classes: int, reps_per_class: int = 1,
                  distance_type: str = "COS", alpha: float = 0.05, beta: float = 0.95,
                  iou_threshold: float = 0.5, loss_weight: float = 2.0, unknown_threshold: float = 0.085):
+        """
+        Args:
+            in_dim: width of the box feature.
+            emd_dim: embedding width D (MODEL.DML.EMD_DIM).
+            num_classes: known classes K (MODEL.ROI_HEADS.NUM_KNOWN_CLASSES).
+            reps_per_class: prototypes per class (MODEL.DML.REPS_PER_CLASS).
+            distance_type: "COS", "L1" or "L2" (MODEL.DML.DISTANCE_TYPE).
+            alpha: attraction margin of the double-margin loss (MODEL.DML.ALPHA).
+            beta: repulsion margin (MODEL.DML.BETA).
+            iou_threshold: an ROI trains the embedding only with IoU > this (MODEL.DML.IOU_THRESHOLD).
+            loss_weight: weight of the embedding loss (MODEL.DML.LOSS_WEIGHT).
+            unknown_threshold: unknown iff the nearest-prototype distance > this (MODEL.DML.UNK_THR).
+        """
         super().__init__()
         if distance_type not in ("COS", "L1", "L2"):
             raise ValueError(f"MODEL.DML.DISTANCE_TYPE must be COS, L1 or L2, got {distance_type!r}")
@@ -38,10 +55,12 @@ class PrototypeEmbedding(nn.Module):
         self.unknown_threshold = float(unknown_threshold)
 
     @classmethod
-    def from_config(cls, cfg, in_dim: int) -> "PrototypeEmbedding":
+    def from_config(cls, cfg: CfgNode, in_dim: int) -> "PrototypeEmbedding":
         dml = cfg.MODEL.DML
-        return cls(in_dim, dml.EMD_DIM, cfg.MODEL.ROI_HEADS.NUM_KNOWN_CLASSES, dml.REPS_PER_CLASS,
-                   dml.DISTANCE_TYPE, dml.ALPHA, dml.BETA, dml.IOU_THRESHOLD, dml.LOSS_WEIGHT, dml.UNK_THR)
+        return cls(in_dim=in_dim, emd_dim=dml.EMD_DIM, num_classes=cfg.MODEL.ROI_HEADS.NUM_KNOWN_CLASSES,
+                   reps_per_class=dml.REPS_PER_CLASS, distance_type=dml.DISTANCE_TYPE, alpha=dml.ALPHA,
+                   beta=dml.BETA, iou_threshold=dml.IOU_THRESHOLD, loss_weight=dml.LOSS_WEIGHT,
+                   unknown_threshold=dml.UNK_THR)
 
     def forward(self, features: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """f (R x in_dim) -> (unit embedding e R x D, decoder output r R x in_dim)."""
@@ -69,6 +88,7 @@ class PrototypeEmbedding(nn.Module):
         return self.class_distances(embeddings).min(dim=1)
 
     def is_unknown(self, min_distances: torch.Tensor) -> torch.Tensor:
+        """R nearest-prototype distances -> R bool."""
         return min_distances > self.unknown_threshold
 
     def loss(self, embeddings: torch.Tensor, gt_classes: torch.Tensor, ious: torch.Tensor,

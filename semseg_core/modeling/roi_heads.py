@@ -1,15 +1,17 @@
 """Open-set ROI heads (the authors' `OpensetROIHeads`): proposal sampling, 2xFC box head,
 class-agnostic box regression + IoU branch, class-semantics embedding, softmax classifier,
 modulated mask head, and the two-stage inference of METHOD.md 1.6."""
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import batched_nms, box_iou
 
+from ..config import CfgNode
 from ..constants import UNKNOWN_ID
 from .box_regression import Box2BoxTransform, clip_boxes
+from .cf_rpn import Proposals
 from .classifier import SoftmaxClassifier
 from .matcher import Matcher, subsample_labels
 from .modulated_mask_head import ModulatedMaskHead
@@ -20,7 +22,14 @@ from .prototypes import PrototypeEmbedding
 class BoxHead(nn.Module):
     """Flatten, then fc1 + ReLU, fc2 + ReLU (FastRCNNConvFCHead with 0 convs, 2 FCs)."""
 
-    def __init__(self, in_channels: int, resolution: int, fc_dim: int = 1024, num_fc: int = 2):
+    def __init__(self, *, in_channels: int, resolution: int, fc_dim: int = 1024, num_fc: int = 2):
+        """
+        Args:
+            in_channels: channels of the pooled ROI features (the FPN width).
+            resolution: side of the pooled ROI features (MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION).
+            fc_dim: width of every FC layer (MODEL.ROI_BOX_HEAD.FC_DIM).
+            num_fc: number of FC + ReLU layers (MODEL.ROI_BOX_HEAD.NUM_FC).
+        """
         super().__init__()
         if num_fc < 1:
             raise ValueError("the box head needs at least one FC layer (MODEL.ROI_BOX_HEAD.NUM_FC)")
@@ -44,7 +53,11 @@ class BoxHead(nn.Module):
 class BoxPredictor(nn.Module):
     """Class-agnostic box deltas (4) and an IoU logit (1) from the box feature."""
 
-    def __init__(self, in_dim: int):
+    def __init__(self, *, in_dim: int):
+        """
+        Args:
+            in_dim: width of the box feature (the box head's `out_dim`).
+        """
         super().__init__()
         self.bbox_pred = nn.Linear(in_dim, 4)
         self.iou_pred = nn.Linear(in_dim, 1)
@@ -54,19 +67,47 @@ class BoxPredictor(nn.Module):
         nn.init.constant_(self.iou_pred.bias, 0.0)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """-> (box deltas R x 4, IoU logits R)."""
         return self.bbox_pred(x), self.iou_pred(x)[:, 0]
 
 
 class OpenSetROIHeads(nn.Module):
-    def __init__(self, box_pooler: ROIPooler, box_head: BoxHead, box_predictor: BoxPredictor,
+    """Sampling, box/IoU/embedding/classification/mask losses in training; two-stage open-set inference."""
+
+    def __init__(self, *, box_pooler: ROIPooler, box_head: BoxHead, box_predictor: BoxPredictor,
                  embedding: PrototypeEmbedding, classifier: SoftmaxClassifier,
                  mask_pooler: Optional[ROIPooler] = None, mask_head: Optional[ModulatedMaskHead] = None,
-                 in_features=("p2", "p3", "p4", "p5"), iou_thresholds=(0.5,), iou_labels=(0, 1),
-                 batch_size_per_image: int = 512, positive_fraction: float = 0.25, proposal_append_gt: bool = True,
-                 bbox_reg_weights=(10.0, 10.0, 5.0, 5.0), smooth_l1_beta: float = 0.0,
+                 in_features: Sequence[str] = ("p2", "p3", "p4", "p5"), iou_thresholds: Sequence[float] = (0.5,),
+                 iou_labels: Sequence[int] = (0, 1), batch_size_per_image: int = 512,
+                 positive_fraction: float = 0.25, proposal_append_gt: bool = True,
+                 bbox_reg_weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0), smooth_l1_beta: float = 0.0,
                  box_reg_loss_weight: float = 2.0, iou_loss_weight: float = 1.0,
                  obj_score_thresh: float = 0.05, first_stage_nms_thresh: float = 1.0,
                  detections_per_image: int = 1000, mean_type: str = "geometric"):
+        """
+        Args:
+            box_pooler: ROIAlign of the proposals for the box head.
+            box_head: pooled ROI features -> box feature.
+            box_predictor: box feature -> class-agnostic deltas and IoU logit.
+            embedding: box feature -> class-semantics embedding (prototypes, unknown distance).
+            classifier: decoded embedding -> known-class logits; the known/unknown selection.
+            mask_pooler: ROIAlign of the detections for the mask head (None: no masks).
+            mask_head: embedding-modulated mask head (together with `mask_pooler`).
+            in_features: feature-map names the heads pool from (MODEL.ROI_HEADS.IN_FEATURES).
+            iou_thresholds: proposal labelling against the ground truth (MODEL.ROI_HEADS.IOU_THRESHOLDS).
+            iou_labels: labels of the bands between the thresholds (MODEL.ROI_HEADS.IOU_LABELS).
+            batch_size_per_image: ROIs sampled per image (MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE).
+            positive_fraction: largest share of foreground ROIs in the sample.
+            proposal_append_gt: add the ground-truth boxes to the proposals in training.
+            bbox_reg_weights: (dx, dy, dw, dh) weights of the box encoding (MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS).
+            smooth_l1_beta: 0 = L1 box loss, > 0 = smooth L1 with this beta.
+            box_reg_loss_weight: weight of the box loss (MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT).
+            iou_loss_weight: weight of the IoU-branch loss (MODEL.ROI_BOX_HEAD.IOU_REG_LOSS_WEIGHT).
+            obj_score_thresh: first-stage objectness threshold at inference (MODEL.ROI_HEADS.OBJ_SCORE_THRESH_TEST).
+            first_stage_nms_thresh: first-stage class-agnostic NMS (1.0 = none, faithful; MODEL.ROI_HEADS.NMS_THRESH_TEST).
+            detections_per_image: first-stage detections kept (TEST.DETECTIONS_PER_IMAGE).
+            mean_type: objectness = "geometric" sqrt(iou * ctr) (faithful) or "arithmetic" (iou + ctr) / 2.
+        """
         super().__init__()
         if (mask_pooler is None) != (mask_head is None):
             raise ValueError("mask_pooler and mask_head go together")
@@ -81,11 +122,11 @@ class OpenSetROIHeads(nn.Module):
         self.mask_head = mask_head
         self.in_features = list(in_features)
         self.num_classes = embedding.num_classes
-        self.proposal_matcher = Matcher(list(iou_thresholds), list(iou_labels), allow_low_quality_matches=False)
+        self.proposal_matcher = Matcher(thresholds=iou_thresholds, labels=iou_labels, allow_low_quality_matches=False)
         self.batch_size_per_image = batch_size_per_image
         self.positive_fraction = positive_fraction
         self.proposal_append_gt = proposal_append_gt
-        self.box2box = Box2BoxTransform(bbox_reg_weights)
+        self.box2box = Box2BoxTransform(weights=bbox_reg_weights)
         self.smooth_l1_beta = smooth_l1_beta
         self.box_reg_loss_weight = box_reg_loss_weight
         self.iou_loss_weight = iou_loss_weight
@@ -99,7 +140,7 @@ class OpenSetROIHeads(nn.Module):
         return self.mask_head is not None
 
     @classmethod
-    def from_config(cls, cfg, in_channels: int) -> "OpenSetROIHeads":
+    def from_config(cls, cfg: CfgNode, in_channels: int) -> "OpenSetROIHeads":
         rh, bh, mh = cfg.MODEL.ROI_HEADS, cfg.MODEL.ROI_BOX_HEAD, cfg.MODEL.ROI_MASK_HEAD
         for name, node in (("ROI_BOX_HEAD", bh), ("ROI_MASK_HEAD", mh)):
             if node.POOLER_TYPE not in ("ROIAlignV2", "ROIAlign"):
@@ -107,25 +148,41 @@ class OpenSetROIHeads(nn.Module):
         if not bh.CLS_AGNOSTIC_BBOX_REG or not mh.CLS_AGNOSTIC_MASK:
             raise ValueError("SemSeg box regression and masks are class-agnostic (CLS_AGNOSTIC_* must be true)")
         strides = [2 ** int(name[1:]) for name in rh.IN_FEATURES]
-        box_pooler = ROIPooler(bh.POOLER_RESOLUTION, strides, bh.POOLER_SAMPLING_RATIO, bh.POOLER_TYPE == "ROIAlignV2")
-        box_head = BoxHead(in_channels, bh.POOLER_RESOLUTION, bh.FC_DIM, bh.NUM_FC)
+        box_head = BoxHead(in_channels=in_channels, resolution=bh.POOLER_RESOLUTION, fc_dim=bh.FC_DIM,
+                           num_fc=bh.NUM_FC)
         mask_pooler = mask_head = None
         if cfg.MODEL.MASK_ON:
-            mask_pooler = ROIPooler(mh.POOLER_RESOLUTION, strides, mh.POOLER_SAMPLING_RATIO,
-                                    mh.POOLER_TYPE == "ROIAlignV2")
+            mask_pooler = ROIPooler(output_size=mh.POOLER_RESOLUTION, strides=strides,
+                                    sampling_ratio=mh.POOLER_SAMPLING_RATIO, aligned=mh.POOLER_TYPE == "ROIAlignV2")
             mask_head = ModulatedMaskHead.from_config(cfg, in_channels)
-            mask_head.loss_weight = mh.LOSS_WEIGHT
-        return cls(box_pooler, box_head, BoxPredictor(box_head.out_dim),
-                   PrototypeEmbedding.from_config(cfg, box_head.out_dim),
-                   SoftmaxClassifier.from_config(cfg, box_head.out_dim),
-                   mask_pooler, mask_head, rh.IN_FEATURES, rh.IOU_THRESHOLDS, rh.IOU_LABELS,
-                   rh.BATCH_SIZE_PER_IMAGE, rh.POSITIVE_FRACTION, rh.PROPOSAL_APPEND_GT,
-                   bh.BBOX_REG_WEIGHTS, bh.SMOOTH_L1_BETA, bh.BBOX_REG_LOSS_WEIGHT, bh.IOU_REG_LOSS_WEIGHT,
-                   rh.OBJ_SCORE_THRESH_TEST, rh.NMS_THRESH_TEST, cfg.TEST.DETECTIONS_PER_IMAGE)
+        return cls(
+            box_pooler=ROIPooler(output_size=bh.POOLER_RESOLUTION, strides=strides,
+                                 sampling_ratio=bh.POOLER_SAMPLING_RATIO, aligned=bh.POOLER_TYPE == "ROIAlignV2"),
+            box_head=box_head,
+            box_predictor=BoxPredictor(in_dim=box_head.out_dim),
+            embedding=PrototypeEmbedding.from_config(cfg, box_head.out_dim),
+            classifier=SoftmaxClassifier.from_config(cfg, box_head.out_dim),
+            mask_pooler=mask_pooler,
+            mask_head=mask_head,
+            in_features=rh.IN_FEATURES,
+            iou_thresholds=rh.IOU_THRESHOLDS,
+            iou_labels=rh.IOU_LABELS,
+            batch_size_per_image=rh.BATCH_SIZE_PER_IMAGE,
+            positive_fraction=rh.POSITIVE_FRACTION,
+            proposal_append_gt=rh.PROPOSAL_APPEND_GT,
+            bbox_reg_weights=bh.BBOX_REG_WEIGHTS,
+            smooth_l1_beta=bh.SMOOTH_L1_BETA,
+            box_reg_loss_weight=bh.BBOX_REG_LOSS_WEIGHT,
+            iou_loss_weight=bh.IOU_REG_LOSS_WEIGHT,
+            obj_score_thresh=rh.OBJ_SCORE_THRESH_TEST,
+            first_stage_nms_thresh=rh.NMS_THRESH_TEST,
+            detections_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+        )
 
     # ---- training ---------------------------------------------------------------------------
     @torch.no_grad()
-    def sample_proposals(self, proposal_boxes: torch.Tensor, gt_boxes: torch.Tensor, gt_classes: torch.Tensor):
+    def sample_proposals(self, proposal_boxes: torch.Tensor, gt_boxes: torch.Tensor,
+                         gt_classes: torch.Tensor) -> Dict[str, torch.Tensor]:
         """-> dict of sampled ROIs (fg first): boxes, gt_classes (K = background), gt_boxes, gt_index, ious."""
         if self.proposal_append_gt and len(gt_boxes):
             proposal_boxes = torch.cat([proposal_boxes, gt_boxes.to(proposal_boxes.dtype)])
@@ -148,8 +205,9 @@ class OpenSetROIHeads(nn.Module):
         return {"boxes": proposal_boxes[idx], "gt_classes": classes[idx], "gt_boxes": matched_boxes[idx],
                 "gt_index": matched_idx[idx], "ious": ious[idx]}
 
-    def forward_train(self, features: List[torch.Tensor], proposals, targets) -> Dict[str, torch.Tensor]:
-        samples = [self.sample_proposals(p[0], t["boxes"], t["classes"]) for p, t in zip(proposals, targets)]
+    def forward_train(self, features: List[torch.Tensor], proposals: List[Proposals],
+                      targets: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+        samples = [self.sample_proposals(p.boxes, t["boxes"], t["classes"]) for p, t in zip(proposals, targets)]
         boxes = [s["boxes"] for s in samples]
         gt_classes = torch.cat([s["gt_classes"] for s in samples])
         gt_boxes = torch.cat([s["gt_boxes"] for s in samples])
@@ -187,15 +245,16 @@ class OpenSetROIHeads(nn.Module):
 
     # ---- inference --------------------------------------------------------------------------
     @torch.no_grad()
-    def forward_test(self, features: List[torch.Tensor], proposals, image_sizes) -> List[Dict[str, torch.Tensor]]:
-        boxes_in = [p[0] for p in proposals]
+    def forward_test(self, features: List[torch.Tensor], proposals: List[Proposals],
+                     image_sizes: List[Tuple[int, int]]) -> List[Dict[str, torch.Tensor]]:
+        boxes_in = [p.boxes for p in proposals]
         feats = self.box_head(self.box_pooler(features, boxes_in))
         deltas, iou_logits = self.box_predictor(feats)
         counts = [len(b) for b in boxes_in]
         results = []
-        for (proposal_boxes, ctr), f, d, il, (h, w) in zip(
+        for p, f, d, il, (h, w) in zip(
                 proposals, feats.split(counts), deltas.split(counts), iou_logits.split(counts), image_sizes):
-            results.append(self._infer_image(proposal_boxes, ctr, f, d, il, h, w))
+            results.append(self._infer_image(p.boxes, p.centerness, f, d, il, h, w))
         if self.mask_on:
             pooled = self.mask_pooler(features, [r["boxes"] for r in results])
             emb = torch.cat([r["embeddings"] for r in results])
@@ -204,7 +263,9 @@ class OpenSetROIHeads(nn.Module):
                 r["mask_probs"] = p
         return results
 
-    def _infer_image(self, proposal_boxes, ctr, feats, deltas, iou_logits, height, width):
+    def _infer_image(self, proposal_boxes: torch.Tensor, ctr: torch.Tensor, feats: torch.Tensor,
+                     deltas: torch.Tensor, iou_logits: torch.Tensor, height: int,
+                     width: int) -> Dict[str, torch.Tensor]:
         # Stage 1: refined class-agnostic boxes scored by objectness s = mean(iou_pred, centerness).
         boxes = clip_boxes(self.box2box.apply_deltas(deltas, proposal_boxes), height, width)
         iou = torch.sigmoid(iou_logits)
@@ -226,7 +287,20 @@ class OpenSetROIHeads(nn.Module):
         return {"boxes": boxes[keep], "scores": final_scores, "classes": classes.to(torch.int64),
                 "unknown_scores": d_min[keep], "embeddings": embeddings[keep]}
 
-    def forward(self, features: Dict[str, torch.Tensor], proposals, image_sizes, targets=None):
+    def forward(self, features: Dict[str, torch.Tensor], proposals: List[Proposals],
+                image_sizes: List[Tuple[int, int]], targets: Optional[List[Dict[str, torch.Tensor]]] = None
+                ) -> Union[Dict[str, torch.Tensor], List[Dict[str, torch.Tensor]]]:
+        """
+        Args:
+            features: FPN maps by name (N x C x H_l x W_l).
+            proposals: one `Proposals` per image (from the RPN).
+            image_sizes: (height, width) of each image before padding.
+            targets: per image {"boxes" G x 4, "classes" G, "masks" G x H x W}; training mode only.
+
+        Returns:
+            training: the weighted losses by name; inference: per image {"boxes", "scores", "classes",
+            "unknown_scores", "embeddings"[, "mask_probs"]}, unknowns first.
+        """
         feats = [features[name] for name in self.in_features]
         if self.training:
             if targets is None:

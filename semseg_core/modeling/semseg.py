@@ -1,11 +1,13 @@
 """SemSeg meta-architecture (detectron2 GeneralizedRCNN shape): preprocessing, backbone + FPN,
 classification-free RPN, open-set ROI heads with the class-semantics-modulated mask head."""
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..config import CfgNode
+from .backbone import build_backbone
 from .cf_rpn import CFRPN
 from .postprocess import rescale_detections
 from .roi_heads import OpenSetROIHeads
@@ -17,8 +19,17 @@ class SemSeg(nn.Module):
     """Input: list of dicts (CONTRACTS.md "Model input"). Train mode -> dict of the weighted losses;
     eval mode -> list of per-image dicts (boxes in original-image coordinates, unknowns first)."""
 
-    def __init__(self, backbone: nn.Module, rpn: CFRPN, roi_heads: OpenSetROIHeads,
+    def __init__(self, *, backbone: nn.Module, rpn: CFRPN, roi_heads: OpenSetROIHeads,
                  pixel_mean: Sequence[float], pixel_std: Sequence[float], size_divisibility: int = 32):
+        """
+        Args:
+            backbone: image batch -> FPN maps by name; has `out_channels`.
+            rpn: classification-free RPN.
+            roi_heads: open-set ROI heads.
+            pixel_mean: per-channel mean subtracted from the RGB image (MODEL.PIXEL_MEAN).
+            pixel_std: per-channel divisor (MODEL.PIXEL_STD).
+            size_divisibility: the padded batch is a multiple of this in height and width.
+        """
         super().__init__()
         self.backbone = backbone
         self.rpn = rpn
@@ -32,19 +43,19 @@ class SemSeg(nn.Module):
         self.size_divisibility = int(size_divisibility)
 
     @classmethod
-    def from_config(cls, cfg, backbone: nn.Module = None) -> "SemSeg":
+    def from_config(cls, cfg: CfgNode, backbone: Optional[nn.Module] = None) -> "SemSeg":
         if backbone is None:
-            from .backbone import build_backbone
             backbone = build_backbone(cfg)
         channels = backbone.out_channels
-        return cls(backbone, CFRPN.from_config(cfg, channels), OpenSetROIHeads.from_config(cfg, channels),
-                   cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD, getattr(backbone, "size_divisibility", 32))
+        return cls(backbone=backbone, rpn=CFRPN.from_config(cfg, channels),
+                   roi_heads=OpenSetROIHeads.from_config(cfg, channels), pixel_mean=cfg.MODEL.PIXEL_MEAN,
+                   pixel_std=cfg.MODEL.PIXEL_STD, size_divisibility=getattr(backbone, "size_divisibility", 32))
 
     @property
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
-    def preprocess(self, batched_inputs: List[Dict]):
+    def preprocess(self, batched_inputs: List[Dict]) -> Tuple[torch.Tensor, List[Tuple[int, int]]]:
         """uint8 CHW images -> normalised float batch zero-padded (after normalisation) to a multiple of
         size_divisibility, plus the unpadded (h, w) of each image."""
         if not isinstance(batched_inputs, (list, tuple)) or not batched_inputs:
@@ -67,7 +78,8 @@ class SemSeg(nn.Module):
         batch = torch.stack([F.pad(x, (0, max_w - x.shape[2], 0, max_h - x.shape[1]), value=0.0) for x in images])
         return batch, sizes
 
-    def _targets(self, batched_inputs, sizes):
+    def _targets(self, batched_inputs: List[Dict],
+                 sizes: List[Tuple[int, int]]) -> List[Dict[str, torch.Tensor]]:
         targets = []
         for i, (item, (h, w)) in enumerate(zip(batched_inputs, sizes)):
             inst = item.get("instances")
@@ -97,7 +109,7 @@ class SemSeg(nn.Module):
             targets.append(target)
         return targets
 
-    def forward(self, batched_inputs: List[Dict]):
+    def forward(self, batched_inputs: List[Dict]) -> Union[Dict[str, torch.Tensor], List[Dict[str, torch.Tensor]]]:
         images, sizes = self.preprocess(batched_inputs)
         targets = self._targets(batched_inputs, sizes) if self.training else None  # validate before the work
         features = self.backbone(images)

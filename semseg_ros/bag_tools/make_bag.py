@@ -92,40 +92,14 @@ def make_bag(coco_json, out, image_root=None, rate: float = 10.0, storage: str =
         raise BagError(f"COCO file {coco_json} does not exist")
     if rate <= 0:
         raise BagError(f"rate must be > 0 Hz, got {rate}")
-    with open(coco_json) as f:
-        coco = json.load(f)
-    image_root = Path(image_root) if image_root else coco_json.parent / "images"
-    images = sorted(coco["images"], key=lambda im: im["id"])[:max_frames]
-    if not images:
-        raise BagError(f"COCO file {coco_json} lists no images")
+    coco, images = _read_coco_images(coco_json, max_frames)
     known = known_categories(coco, known_class_names)
-    store = bag_typestore()
+    image_root = Path(image_root) if image_root else coco_json.parent / "images"
     period_ns = int(round(1e9 / rate))
-    frames = []
-    writer = open_writer(out, storage)
-    try:
-        image_conn = writer.add_connection(topic, IMAGE_TYPE, typestore=store,
-                                           offered_qos_profiles=[RELIABLE_QOS])
-        info_conn = (writer.add_connection(camera_info_topic, CAMERA_INFO_TYPE, typestore=store,
-                                           offered_qos_profiles=[RELIABLE_QOS])
-                     if camera_info_topic else None)
-        for index, entry in enumerate(tqdm(images, desc="bag frames", unit="frame", disable=not progress)):
-            path = image_root / entry["file_name"]
-            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if bgr is None:
-                raise BagError(f"cannot read image {path} (image id {entry['id']} of {coco_json})")
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            stamp = int(start_ns) + index * period_ns
-            writer.write(image_conn, stamp, store.serialize_cdr(image_message(store, rgb, stamp, frame_id),
-                                                                IMAGE_TYPE))
-            if info_conn is not None:
-                info = camera_info_message(store, rgb.shape[1], rgb.shape[0], stamp, frame_id)
-                writer.write(info_conn, stamp, store.serialize_cdr(info, CAMERA_INFO_TYPE))
-            frames.append({"stamp_ns": stamp, "image_id": entry["id"], "file_name": entry["file_name"]})
-    finally:
-        writer.close()
-
-    ids = {f["image_id"] for f in frames}
+    stamps = [int(start_ns) + index * period_ns for index in range(len(images))]
+    _write_frames(out, storage, topic, camera_info_topic, frame_id, image_root, images, stamps, coco_json, progress)
+    frames = [{"stamp_ns": stamp, "image_id": entry["id"], "file_name": entry["file_name"]}
+              for stamp, entry in zip(stamps, images)]
     groundtruth = {
         "format": GROUNDTRUTH_FORMAT,
         "image_topic": topic,
@@ -136,17 +110,60 @@ def make_bag(coco_json, out, image_root=None, rate: float = 10.0, storage: str =
         "known_category_ids": [c["id"] for c in known],
         "known_class_names": [c["name"] for c in known],
         "frames": frames,
-        "coco": {
-            "info": coco.get("info", {}),
-            "images": images,
-            "annotations": [a for a in coco.get("annotations", []) if a["image_id"] in ids],
-            "categories": coco["categories"],
-        },
+        "coco": _coco_subset(coco, images),
     }
     gt_path = Path(out) / GROUNDTRUTH_FILE
     with open(gt_path, "w") as f:
         json.dump(groundtruth, f)
     return BagSummary(Path(out), len(frames), topic, gt_path, (len(frames) - 1) * period_ns / 1e9)
+
+
+def _read_coco_images(coco_json: Path, max_frames: Optional[int]):
+    """(the COCO dict, its first ``max_frames`` image entries by id); an error when there are none."""
+    with open(coco_json) as f:
+        coco = json.load(f)
+    images = sorted(coco["images"], key=lambda im: im["id"])[:max_frames]
+    if not images:
+        raise BagError(f"COCO file {coco_json} lists no images")
+    return coco, images
+
+
+def _write_frames(out, storage: str, topic: str, camera_info_topic: Optional[str], frame_id: str, image_root: Path,
+                  images: List[Dict], stamps: List[int], coco_json: Path, progress: bool) -> None:
+    """One image message (and camera info, when a topic is given) per COCO image at its stamp."""
+    store = bag_typestore()
+    writer = open_writer(out, storage)
+    try:
+        image_conn = writer.add_connection(topic, IMAGE_TYPE, typestore=store,
+                                           offered_qos_profiles=[RELIABLE_QOS])
+        info_conn = (writer.add_connection(camera_info_topic, CAMERA_INFO_TYPE, typestore=store,
+                                           offered_qos_profiles=[RELIABLE_QOS])
+                     if camera_info_topic else None)
+        for entry, stamp in tqdm(zip(images, stamps), total=len(images), desc="bag frames", unit="frame",
+                                 disable=not progress):
+            path = image_root / entry["file_name"]
+            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise BagError(f"cannot read image {path} (image id {entry['id']} of {coco_json})")
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            writer.write(image_conn, stamp, store.serialize_cdr(image_message(store, rgb, stamp, frame_id),
+                                                                IMAGE_TYPE))
+            if info_conn is not None:
+                info = camera_info_message(store, rgb.shape[1], rgb.shape[0], stamp, frame_id)
+                writer.write(info_conn, stamp, store.serialize_cdr(info, CAMERA_INFO_TYPE))
+    finally:
+        writer.close()
+
+
+def _coco_subset(coco: Dict, images: List[Dict]) -> Dict:
+    """The COCO ground truth of exactly ``images``: their annotations and every category."""
+    ids = {entry["id"] for entry in images}
+    return {
+        "info": coco.get("info", {}),
+        "images": images,
+        "annotations": [a for a in coco.get("annotations", []) if a["image_id"] in ids],
+        "categories": coco["categories"],
+    }
 
 
 def load_groundtruth(bag_or_file) -> Dict:

@@ -18,11 +18,14 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from tqdm import tqdm
 
 import semseg_ros  # noqa: F401 - fills in the ROS runtime environment before rclpy starts
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from semseg_ros.bag_tools.bag_io import STORAGES, BagError, iter_messages, open_reader
 from semseg_ros.bag_tools.make_bag import GROUNDTRUTH_FILE, load_groundtruth
 from semseg_ros.bag_tools.node_process import NodeProcess, NodeSpec, ReplayError
@@ -81,8 +84,6 @@ class _Recorder:
 
     def subscribe(self, timeout_s: float, still_ok) -> None:
         """Subscribe once each topic has a publisher, with QoS matching what it offers."""
-        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-
         deadline = time.monotonic() + timeout_s
         for topic, msgtype in self.topics.items():
             while not self.node.get_publishers_info_by_topic(topic):
@@ -148,124 +149,162 @@ def replay(bag, out, storage: str = "sqlite3", every_frame: bool = True, rate: f
            drain_timeout_s: float = 5.0, discovery_timeout_s: float = 30.0,
            progress: bool = True) -> ReplaySummary:
     """Replay ``bag`` into the node and record its answers to the new bag ``out``."""
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-
     bag, out = Path(bag), Path(out)
     if rate <= 0:
         raise ReplayError(f"rate must be > 0, got {rate}")
     image_topic, bag_topics = _bag_topics(bag, image_topic)
-    outputs = {node_output_topic(node_name, namespace, "detections"): DETECTIONS_TYPE,
-               node_output_topic(node_name, namespace, "instance_mask"): IMAGE_TYPE}
-    required = list(outputs)
-    label_info_topic = node_output_topic(node_name, namespace, "label_info")  # decodes the class ids
-    outputs[label_info_topic] = LABEL_INFO_TYPE
-    if record_debug:
-        outputs[node_output_topic(node_name, namespace, "debug_image")] = IMAGE_TYPE
+    outputs, required = _output_topics(node_name, namespace, record_debug)
     mode = "every_frame" if every_frame else "timed"
     custom = {"input_bag": str(bag.resolve()), "image_topic": image_topic, "mode": mode,
               "rate": str(rate), "node_name": node_name, "detections_topic": required[0],
-              "instance_mask_topic": required[1], "label_info_topic": label_info_topic}
+              "instance_mask_topic": required[1],
+              "label_info_topic": node_output_topic(node_name, namespace, "label_info")}
 
-    node_process = None
-    context = rclpy.Context()
-    rclpy.init(args=[], context=context)
-    node = rclpy.create_node("semseg_replay", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    spin_errors: List[BaseException] = []
-
-    def spin():
-        try:
-            executor.spin()
-        except BaseException as error:  # noqa: BLE001 - surfaced by still_ok() in the main thread
-            spin_errors.append(error)
-
-    spinner = threading.Thread(target=spin, name="replay-executor", daemon=True)
-    writer = recorder = None
+    session = _RosSession()
+    node_process = writer = recorder = None
     started = time.monotonic()
     try:
         if start_node is not None:
             node_process = NodeProcess(node_name, namespace, image_topic, start_node)
 
         def still_ok():
-            if spin_errors:
-                raise ReplayError(f"the recorder failed: {type(spin_errors[0]).__name__}: {spin_errors[0]}")
+            session.check()
             if node_process is not None and not node_process.alive():
                 raise ReplayError(node_process.failure())
 
-        publishers = {topic: node.create_publisher(message_class(msgtype), topic, 100)
+        publishers = {topic: session.node.create_publisher(message_class(msgtype), topic, 100)
                       for topic, msgtype in bag_topics.items()}
         writer = RecordingWriter(out, storage, outputs, custom)
-        recorder = _Recorder(node, writer, outputs)
-        spinner.start()
+        recorder = _Recorder(session.node, writer, outputs)
+        session.start()
         timeout = start_node.startup_timeout_s if start_node else discovery_timeout_s
         recorder.subscribe(timeout, still_ok)
-        deadline = time.monotonic() + timeout
-        while publishers[image_topic].get_subscription_count() == 0:  # the node is active
-            still_ok()
-            if time.monotonic() > deadline:
-                raise ReplayError(f"nobody subscribes to {image_topic} after {timeout:.0f} s")
-            time.sleep(0.1)
-        for topic in required:  # our subscriptions are matched too, so no first answer is lost
-            while node.count_publishers(topic) == 0 or not _matched(recorder, topic):
-                still_ok()
-                if time.monotonic() > deadline:
-                    raise ReplayError(f"the recorder did not match the publisher of {topic}")
-                time.sleep(0.05)
-
-        with open_reader(bag) as reader:
-            total = sum(c.msgcount for c in reader.connections if c.topic == image_topic)
-            bar = tqdm(total=total, desc=f"replay ({mode})", unit="frame", disable=not progress)
-            sent: List[int] = []
-            unanswered = 0
-            bag_start, wall_start = None, time.monotonic()
-            for connection, log_time, raw in iter_messages(reader):
-                if not every_frame:  # keep the bag's timing, scaled
-                    bag_start = log_time if bag_start is None else bag_start
-                    delay = wall_start + (log_time - bag_start) / 1e9 / rate - time.monotonic()
-                    if delay > 0:
-                        time.sleep(delay)
-                still_ok()
-                if connection.topic != image_topic:
-                    publishers[connection.topic].publish(bytes(raw))
-                    continue
-                recorder.flush()
-                stamp = cdr_header_stamp(raw)
-                writer.write_sent(stamp, time.time_ns())
-                publishers[image_topic].publish(bytes(raw))
-                sent.append(stamp)
-                bar.update(1)
-                if every_frame:
-                    answered = _wait_for_answer(recorder, stamp, required, answer_timeout_s, still_ok)
-                    if not answered:
-                        unanswered += 1
-                        bar.write(f"frame {stamp} unanswered after {answer_timeout_s:.0f} s")
-                        still_ok()
-            bar.close()
-        # let the last answers arrive: until all are in, or nothing new came for drain_timeout_s
-        with recorder.changed:
-            while not all(recorder.answered(s, required) for s in sent):
-                before = recorder.last_receipt_ns
-                recorder.changed.wait(drain_timeout_s)
-                if recorder.last_receipt_ns == before:
-                    break
-            answered_count = sum(recorder.answered(s, required) for s in sent)
+        _wait_until_connected(session.node, publishers[image_topic], image_topic, recorder, required, timeout,
+                              still_ok)
+        sent = _publish_bag(bag, image_topic, publishers, recorder, writer, required, every_frame, rate,
+                            answer_timeout_s, still_ok, f"replay ({mode})", progress)
+        answered_count = _drain_answers(recorder, sent, required, drain_timeout_s)
         recorder.flush()
         return ReplaySummary(out, mode, len(sent), answered_count, len(sent) - answered_count,
                              time.monotonic() - started)
     finally:
-        executor.shutdown(timeout_sec=5.0)
-        if spinner.is_alive():
-            spinner.join(5.0)
+        session.stop_spinning()
         if writer is not None:
             if recorder is not None:
                 recorder.flush()
             writer.close()
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
+        session.close()
         if node_process is not None:
             node_process.stop()
+
+
+class _RosSession:
+    """The replay's own rclpy context and node, spun by an executor thread; its errors surface via `check`."""
+
+    def __init__(self):
+        self.context = rclpy.Context()
+        rclpy.init(args=[], context=self.context)
+        self.node = rclpy.create_node("semseg_replay", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.errors: List[BaseException] = []
+        self.spinner = threading.Thread(target=self._spin, name="replay-executor", daemon=True)
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except BaseException as error:  # noqa: BLE001 - surfaced by check() in the main thread
+            self.errors.append(error)
+
+    def start(self) -> None:
+        self.spinner.start()
+
+    def check(self) -> None:
+        if self.errors:
+            raise ReplayError(f"the recorder failed: {type(self.errors[0]).__name__}: {self.errors[0]}")
+
+    def stop_spinning(self) -> None:
+        self.executor.shutdown(timeout_sec=5.0)
+        if self.spinner.is_alive():
+            self.spinner.join(5.0)
+
+    def close(self) -> None:
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def _output_topics(node_name: str, namespace: str, record_debug: bool) -> Tuple[Dict[str, str], List[str]]:
+    """({topic: msgtype} of the node outputs to record, the topics every frame must be answered on)."""
+    outputs = {node_output_topic(node_name, namespace, "detections"): DETECTIONS_TYPE,
+               node_output_topic(node_name, namespace, "instance_mask"): IMAGE_TYPE}
+    required = list(outputs)
+    outputs[node_output_topic(node_name, namespace, "label_info")] = LABEL_INFO_TYPE  # decodes the class ids
+    if record_debug:
+        outputs[node_output_topic(node_name, namespace, "debug_image")] = IMAGE_TYPE
+    return outputs, required
+
+
+def _wait_until_connected(node, image_publisher, image_topic: str, recorder: _Recorder, required: Sequence[str],
+                          timeout: float, still_ok) -> None:
+    """Until the node subscribes to our images (it is active) and our subscriptions to its outputs are
+    matched too, so that no first answer is lost."""
+    deadline = time.monotonic() + timeout
+    while image_publisher.get_subscription_count() == 0:
+        still_ok()
+        if time.monotonic() > deadline:
+            raise ReplayError(f"nobody subscribes to {image_topic} after {timeout:.0f} s")
+        time.sleep(0.1)
+    for topic in required:
+        while node.count_publishers(topic) == 0 or not _matched(recorder, topic):
+            still_ok()
+            if time.monotonic() > deadline:
+                raise ReplayError(f"the recorder did not match the publisher of {topic}")
+            time.sleep(0.05)
+
+
+def _publish_bag(bag: Path, image_topic: str, publishers: Dict, recorder: _Recorder, writer: RecordingWriter,
+                 required: Sequence[str], every_frame: bool, rate: float, answer_timeout_s: float, still_ok,
+                 description: str, progress: bool) -> List[int]:
+    """Publish every message of the bag (bag timing scaled by ``rate``, or each image only after the previous
+    one was answered); mark each image's publish time in the recording. Returns the image stamps sent."""
+    sent: List[int] = []
+    with open_reader(bag) as reader:
+        total = sum(c.msgcount for c in reader.connections if c.topic == image_topic)
+        bar = tqdm(total=total, desc=description, unit="frame", disable=not progress)
+        bag_start, wall_start = None, time.monotonic()
+        for connection, log_time, raw in iter_messages(reader):
+            if not every_frame:  # keep the bag's timing, scaled
+                bag_start = log_time if bag_start is None else bag_start
+                delay = wall_start + (log_time - bag_start) / 1e9 / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            still_ok()
+            if connection.topic != image_topic:
+                publishers[connection.topic].publish(bytes(raw))
+                continue
+            recorder.flush()
+            stamp = cdr_header_stamp(raw)
+            writer.write_sent(stamp, time.time_ns())
+            publishers[image_topic].publish(bytes(raw))
+            sent.append(stamp)
+            bar.update(1)
+            if every_frame and not _wait_for_answer(recorder, stamp, required, answer_timeout_s, still_ok):
+                bar.write(f"frame {stamp} unanswered after {answer_timeout_s:.0f} s")
+                still_ok()
+        bar.close()
+    return sent
+
+
+def _drain_answers(recorder: _Recorder, sent: Sequence[int], required: Sequence[str], drain_timeout_s: float) -> int:
+    """Let the last answers arrive: until all are in, or nothing new came for ``drain_timeout_s``.
+    Returns how many sent frames were answered on every required topic."""
+    with recorder.changed:
+        while not all(recorder.answered(s, required) for s in sent):
+            before = recorder.last_receipt_ns
+            recorder.changed.wait(drain_timeout_s)
+            if recorder.last_receipt_ns == before:
+                break
+        return sum(recorder.answered(s, required) for s in sent)
 
 
 def _wait_for_answer(recorder: _Recorder, stamp: int, required, timeout_s: float, still_ok) -> bool:

@@ -2,7 +2,6 @@
 import contextlib
 import io
 import json
-import time
 
 import numpy as np
 import pytest
@@ -158,7 +157,8 @@ def test_empty_results_score_zero_not_crash():
         assert metrics[t]["AP_k"] == 0.0 and metrics[t]["AR_unk@100"] == 0.0 and metrics[t]["AOSE"] == 0
 
 
-def test_two_hundred_images_of_one_hundred_detections_take_seconds():
+def test_two_hundred_images_of_one_hundred_detections_evaluate():
+    # the evaluator's speed is a figure of benchmarks/bench_evaluation.py (vs COCOeval), not an assert here
     rng = np.random.default_rng(0)
     objects, dets = [], []
     for img in range(1, 201):
@@ -170,9 +170,5 @@ def test_two_hundred_images_of_one_hundred_detections_take_seconds():
             cat = [1, 3, UNKNOWN_ID][n % 3]
             dets.append(det(img, cat, x, y, w, h, score=float(rng.random())))
     gt = make_gt(objects, num_images=200)
-    start = time.perf_counter()
     metrics = OpenSetEvaluator(gt, KNOWN).evaluate(dets)
-    elapsed = time.perf_counter() - start
-    print(f"\n200 images x 100 detections, bbox+segm: {elapsed:.2f} s")
     assert metrics["segm"]["AOSE"] > 0
-    assert elapsed < 60  # ~4.5 s on an idle 2-core machine; generous for a loaded CI box

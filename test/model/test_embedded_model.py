@@ -10,9 +10,6 @@ from semseg_core import Predictor
 from semseg_core.data.synthetic import generate_dataset
 from semseg_core.evaluation import OpenSetEvaluator, results_to_coco, unknown_decision_disabled
 from semseg_core.evaluation.coco_io import read_json
-from semseg_core.predictor import DEFAULT_WEIGHTS
-
-pytestmark = pytest.mark.skipif(not os.path.exists(DEFAULT_WEIGHTS), reason="the embedded model is not in this checkout")
 
 
 @pytest.fixture(scope="module")

@@ -53,7 +53,6 @@ def test_export_rejects_a_file_without_config(tmp_path):
     assert not os.path.exists(tmp_path / "x.pt")
 
 
-@pytest.mark.skipif(not os.path.exists(DEFAULT_WEIGHTS), reason="the embedded model is not in this checkout")
 def test_calibration_on_the_embedded_model_suggests_a_threshold_that_keeps_knowns(tmp_path):
     written = tmp_path / "calibrated.yaml"
     run = subprocess.run([sys.executable, os.path.join(REPO, "training", "calibrate_unknown_threshold.py"),

@@ -3,8 +3,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from semseg_core.config import load_config
 from semseg_core.modeling.modulated_mask_head import ModulatedMaskHead, crop_and_resize
 from semseg_core.modeling.postprocess import paste_masks, rescale_detections
+from semseg_core.modeling.cf_rpn import Proposals
 from semseg_core.modeling.poolers import ROIPooler
 from semseg_core.modeling.prototypes import PrototypeEmbedding
 from semseg_core.modeling.classifier import SoftmaxClassifier
@@ -45,15 +47,19 @@ def test_faithful_shapes_and_emd_dim_decoupled_from_conv_dim():
 def test_mask_loss_gradients_reach_embedding_encoder_and_box_head():
     torch.manual_seed(0)
     c, fc = 4, 16
-    heads = OpenSetROIHeads(ROIPooler(7, [4, 8, 16, 32]), BoxHead(c, 7, fc), BoxPredictor(fc),
-                            PrototypeEmbedding(fc, 8, 2), SoftmaxClassifier(fc, 2), ROIPooler(14, [4, 8, 16, 32]),
-                            ModulatedMaskHead(c, conv_dim=8, num_conv=2, mask_emb_dim=4, emd_dim=8),
-                            batch_size_per_image=16).train()
+    heads = OpenSetROIHeads(
+        box_pooler=ROIPooler(output_size=7, strides=[4, 8, 16, 32]),
+        box_head=BoxHead(in_channels=c, resolution=7, fc_dim=fc), box_predictor=BoxPredictor(in_dim=fc),
+        embedding=PrototypeEmbedding(in_dim=fc, emd_dim=8, num_classes=2),
+        classifier=SoftmaxClassifier(in_dim=fc, num_classes=2),
+        mask_pooler=ROIPooler(output_size=14, strides=[4, 8, 16, 32]),
+        mask_head=ModulatedMaskHead(in_channels=c, conv_dim=8, num_conv=2, mask_emb_dim=4, emd_dim=8),
+        batch_size_per_image=16).train()
     feats = {f"p{k}": torch.randn(1, c, 64 >> (k - 2), 64 >> (k - 2)) for k in (2, 3, 4, 5)}
     masks = torch.zeros(1, 64, 64, dtype=torch.uint8)
     masks[0, 10:40, 12:30] = 1
     targets = [{"boxes": torch.tensor([[12.0, 10, 30, 40]]), "classes": torch.tensor([1]), "masks": masks}]
-    proposals = [(torch.tensor([[10.0, 10, 30, 40], [0.0, 0, 60, 60]]), torch.ones(2))]
+    proposals = [Proposals(boxes=torch.tensor([[10.0, 10, 30, 40], [0.0, 0, 60, 60]]), centerness=torch.ones(2))]
     losses = heads(feats, proposals, [(64, 64)], targets)
     assert torch.isfinite(losses["loss_mask"]) and losses["loss_mask"].item() > 0
     losses["loss_mask"].backward()  # only the mask loss
@@ -108,3 +114,14 @@ def test_rescale_detections_to_original_size():
     out = rescale_detections(r, (100, 100), (200, 50))  # y x2, x x0.5
     assert out["boxes"].tolist() == [[5.0, 20, 25, 60], [45.0, 180, 47.5, 190]]  # third is empty after clipping
     assert out["scores"].tolist() == pytest.approx([0.9, 0.8])
+
+
+def test_mask_head_from_config_reads_loss_weight_and_scales_the_loss():
+    cfg = load_config("config/models/Synthetic/semseg_tiny.yaml",
+                      overrides=["MODEL.DEVICE", "cpu", "MODEL.ROI_MASK_HEAD.LOSS_WEIGHT", "2.5"])
+    head = ModulatedMaskHead.from_config(cfg, in_channels=4)
+    assert head.loss_weight == 2.5
+    logits = torch.zeros(1, 1, 4, 4)  # sigmoid 0.5 everywhere: BCE = ln 2 per pixel
+    gt = torch.ones(1, 8, 8, dtype=torch.uint8)
+    loss = head.loss(logits, [torch.tensor([[0.0, 0, 8, 8]])], [gt])["loss_mask"]
+    assert loss.item() == pytest.approx(2.5 * torch.log(torch.tensor(2.0)).item(), rel=1e-6)

@@ -46,7 +46,7 @@ TEST = [("square", 35, 35, 18), ("disc", 92, 40, 18), ("triangle", 64, 95, 20)]
 
 
 @pytest.mark.slow
-def test_tiny_semseg_overfits_and_flags_no_known_on_held_back_shape():
+def test_tiny_semseg_overfits_and_claims_no_confident_known_on_held_back_shape():
     torch.set_num_threads(1)
     torch.manual_seed(0)
     cfg = load_config("config/models/Synthetic/semseg_tiny.yaml", overrides=[
@@ -97,7 +97,8 @@ def test_tiny_semseg_overfits_and_flags_no_known_on_held_back_shape():
             gm = gt["masks"][g].bool()
             mask_iou = (pasted[best] & gm).sum().item() / (pasted[best] | gm).sum().item()
             assert mask_iou >= 0.6
-    # the held-back triangle is never claimed by a confident known-class detection
+    # the held-back triangle is never claimed by a confident known-class detection (whether it is detected as
+    # unknown is not checked: a few hundred steps on four images do not teach the unknown decision reliably)
     out = outputs[1]
     tri = box_iou(test["instances"]["boxes"][2:3], out["boxes"])[0] >= 0.5
     assert not (tri & (out["classes"] != UNKNOWN_ID) & (out["scores"] >= 0.5)).any()

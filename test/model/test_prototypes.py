@@ -89,4 +89,4 @@ def test_reps_per_class_uses_nearest_rep_of_each_class():
 
 def test_bad_distance_type_is_rejected():
     with pytest.raises(ValueError, match="DISTANCE_TYPE"):
-        PrototypeEmbedding(4, 2, 2, distance_type="dot")
+        PrototypeEmbedding(in_dim=4, emd_dim=2, num_classes=2, distance_type="dot")

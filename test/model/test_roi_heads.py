@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from semseg_core.constants import UNKNOWN_ID
+from semseg_core.modeling.cf_rpn import Proposals
 from semseg_core.modeling.classifier import SoftmaxClassifier
 from semseg_core.modeling.modulated_mask_head import ModulatedMaskHead
 from semseg_core.modeling.poolers import ROIPooler, assign_boxes_to_levels
@@ -20,11 +21,14 @@ K = 2
 def make_heads(mask=False, **kw):
     torch.manual_seed(0)
     c, fc = 4, 16
-    box_head = BoxHead(c, 7, fc)
-    mask_pooler = ROIPooler(14, [4, 8, 16, 32]) if mask else None
-    mask_head = ModulatedMaskHead(c, conv_dim=8, num_conv=2, mask_emb_dim=4, emd_dim=8) if mask else None
-    return OpenSetROIHeads(ROIPooler(7, [4, 8, 16, 32]), box_head, BoxPredictor(fc),
-                           PrototypeEmbedding(fc, 8, K), SoftmaxClassifier(fc, K), mask_pooler, mask_head, **kw)
+    box_head = BoxHead(in_channels=c, resolution=7, fc_dim=fc)
+    mask_pooler = ROIPooler(output_size=14, strides=[4, 8, 16, 32]) if mask else None
+    mask_head = ModulatedMaskHead(in_channels=c, conv_dim=8, num_conv=2, mask_emb_dim=4, emd_dim=8) if mask else None
+    return OpenSetROIHeads(box_pooler=ROIPooler(output_size=7, strides=[4, 8, 16, 32]), box_head=box_head,
+                           box_predictor=BoxPredictor(in_dim=fc),
+                           embedding=PrototypeEmbedding(in_dim=fc, emd_dim=8, num_classes=K),
+                           classifier=SoftmaxClassifier(in_dim=fc, num_classes=K), mask_pooler=mask_pooler,
+                           mask_head=mask_head, **kw)
 
 
 def features(c=4, size=64):
@@ -39,7 +43,7 @@ def test_level_mapping_and_aligned_pooling():
     assert assign_boxes_to_levels(boxes, 2, 5).tolist() == [2, 1, 3, 0, 3, 0]
     feats = [torch.randn(1, 3, 16 >> i, 16 >> i) for i in range(4)]
     box = torch.tensor([[3.0, 5.0, 40.0, 30.0]])  # sqrt(area) ~ 30 -> level p2
-    out = ROIPooler(7, [4, 8, 16, 32])(feats, [box])
+    out = ROIPooler(output_size=7, strides=[4, 8, 16, 32])(feats, [box])
     ref = roi_align(feats[0], [box], (7, 7), spatial_scale=0.25, sampling_ratio=0, aligned=True)
     assert torch.allclose(out, ref)
     not_aligned = roi_align(feats[0], [box], (7, 7), spatial_scale=0.25, sampling_ratio=0, aligned=False)
@@ -64,7 +68,8 @@ def test_box_iou_cls_losses_use_total_roi_normaliser():
     for layer in (heads.box_predictor.bbox_pred, heads.box_predictor.iou_pred, heads.classifier.cls_score):
         nn.init.zeros_(layer.weight)
         nn.init.zeros_(layer.bias)
-    proposals = [(torch.tensor([[0.0, 0, 10, 10], [0.0, 0, 10, 20], [0.0, 0, 10, 40]]), torch.ones(3))]
+    proposals = [Proposals(boxes=torch.tensor([[0.0, 0, 10, 10], [0.0, 0, 10, 20], [0.0, 0, 10, 40]]),
+                           centerness=torch.ones(3))]
     targets = [{"boxes": torch.tensor([[0.0, 0, 10, 10]]), "classes": torch.tensor([1])}]
     losses = heads(features(), proposals, [(64, 64)], targets)
     # 4 ROIs (3 proposals + GT), 3 foreground with IoU 1, 0.5, 1; zero predictions: deltas 0, sigmoid 0.5
@@ -75,7 +80,7 @@ def test_box_iou_cls_losses_use_total_roi_normaliser():
 
 
 def test_known_scored_by_class_prob_unknown_by_objectness():
-    cls = SoftmaxClassifier(4, K, known_score_thresh=0.05, known_nms_thresh=0.5, known_topk=50,
+    cls = SoftmaxClassifier(in_dim=4, num_classes=K, known_score_thresh=0.05, known_nms_thresh=0.5, known_topk=50,
                             unknown_score_thresh=0.05, unknown_nms_thresh=0.5, unknown_topk=50)
     boxes = torch.tensor([[0.0, 0, 10, 10], [50.0, 50, 60, 60], [0.0, 0, 10, 10], [80.0, 80, 90, 90]])
     objectness = torch.tensor([0.9, 0.3, 0.8, 0.04])
@@ -93,7 +98,7 @@ def test_known_scored_by_class_prob_unknown_by_objectness():
 
 
 def test_per_image_caps_and_order():
-    cls = SoftmaxClassifier(4, K, known_topk=50, unknown_topk=50)
+    cls = SoftmaxClassifier(in_dim=4, num_classes=K, known_topk=50, unknown_topk=50)
     n = 200
     xs = torch.arange(n, dtype=torch.float32) * 20  # disjoint boxes: NMS removes nothing
     boxes = torch.stack([xs, xs * 0, xs + 10, xs * 0 + 10], dim=1)
@@ -120,12 +125,12 @@ def test_first_stage_score_and_unknown_label():
     heads.embedding.unknown_threshold = -1.0  # everything unknown -> scores are the objectness
     boxes = torch.tensor([[0.0, 0, 20, 20], [30.0, 30, 60, 60], [5.0, 40, 25, 60]])
     ctr = torch.tensor([0.25, 1.0, 0.001])
-    (result,) = heads(features(), [(boxes, ctr)], [(64, 64)])
+    (result,) = heads(features(), [Proposals(boxes=boxes, centerness=ctr)], [(64, 64)])
     # s = sqrt(0.64 * ctr): 0.4, 0.8, 0.025 (dropped: <= 0.05); sorted descending
     assert result["scores"].tolist() == pytest.approx([0.8, 0.4], rel=1e-5)
     assert result["classes"].tolist() == [UNKNOWN_ID, UNKNOWN_ID]
     assert result["boxes"].tolist() == [[30.0, 30, 60, 60], [0.0, 0, 20, 20]]
     assert result["embeddings"].shape == (2, 8) and result["unknown_scores"].shape == (2,)
     heads.embedding.unknown_threshold = float("inf")  # never unknown -> only known detections
-    (result,) = heads(features(), [(boxes, ctr)], [(64, 64)])
+    (result,) = heads(features(), [Proposals(boxes=boxes, centerness=ctr)], [(64, 64)])
     assert (result["classes"] != UNKNOWN_ID).all() and len(result["classes"]) > 0

@@ -13,7 +13,8 @@ torch.set_num_threads(1)
 
 
 def make_rpn(batch_size=256, **kw):
-    return CFRPN(CFRPNHead(8), AnchorGenerator([32], [4]), in_features=["p2"], batch_size_per_image=batch_size, **kw)
+    return CFRPN(head=CFRPNHead(in_channels=8), anchor_generator=AnchorGenerator(sizes=[32], strides=[4]),
+                 in_features=["p2"], batch_size_per_image=batch_size, **kw)
 
 
 def test_centerness_target_hand_computed():
@@ -31,17 +32,17 @@ def test_matcher_bands_and_low_quality_matches():
     # rows = 2 GT, columns = 5 predictions
     iou = torch.tensor([[0.80, 0.50, 0.20, 0.05, 0.00],
                         [0.10, 0.20, 0.25, 0.00, 0.25]])
-    matches, labels = Matcher([0.3, 0.7], [0, -1, 1], allow_low_quality_matches=False)(iou)
+    matches, labels = Matcher(thresholds=[0.3, 0.7], labels=[0, -1, 1], allow_low_quality_matches=False)(iou)
     assert labels.tolist() == [1, -1, 0, 0, 0]
     assert matches.tolist()[:3] == [0, 0, 1]
     # GT 1's best IoU (0.25) is shared by predictions 2 and 4: both become positive.
-    _, labels = Matcher([0.3, 0.7], [0, -1, 1], allow_low_quality_matches=True)(iou)
+    _, labels = Matcher(thresholds=[0.3, 0.7], labels=[0, -1, 1], allow_low_quality_matches=True)(iou)
     assert labels.tolist() == [1, -1, 1, 0, 1]
     # centerness matcher: <0.1 negative, [0.1, 0.3) ignored, >= 0.3 positive
-    _, labels = Matcher([0.1, 0.3], [0, -1, 1], allow_low_quality_matches=False)(iou)
+    _, labels = Matcher(thresholds=[0.1, 0.3], labels=[0, -1, 1], allow_low_quality_matches=False)(iou)
     assert labels.tolist() == [1, 1, -1, 0, -1]
     # no ground truth: everything negative
-    _, labels = Matcher([0.3, 0.7], [0, -1, 1], True)(torch.zeros(0, 3))
+    _, labels = Matcher(thresholds=[0.3, 0.7], labels=[0, -1, 1], allow_low_quality_matches=True)(torch.zeros(0, 3))
     assert labels.tolist() == [0, 0, 0]
 
 
@@ -95,7 +96,7 @@ def test_linear_transform_relu_decode_and_round_trip():
 
 
 def test_box2box_transform_weights_and_clamp():
-    t = Box2BoxTransform((10.0, 10.0, 5.0, 5.0))
+    t = Box2BoxTransform(weights=(10.0, 10.0, 5.0, 5.0))
     src = torch.tensor([[0.0, 0, 10, 20]])
     tgt = torch.tensor([[0.0, 0, 10, 10]])
     d = t.get_deltas(src, tgt)
@@ -106,7 +107,7 @@ def test_box2box_transform_weights_and_clamp():
 
 
 def test_anchor_positions_and_order():
-    anchors = AnchorGenerator([32], [4])([torch.zeros(1, 1, 2, 3)])[0]
+    anchors = AnchorGenerator(sizes=[32], strides=[4])([torch.zeros(1, 1, 2, 3)])[0]
     assert anchors.shape == (6, 4)
     assert anchors[0].tolist() == [-16.0, -16.0, 16.0, 16.0]
     assert anchors[1].tolist() == [-12.0, -16.0, 20.0, 16.0]  # next column
@@ -115,7 +116,7 @@ def test_anchor_positions_and_order():
 
 def test_head_normalises_hidden_feature():
     torch.manual_seed(0)
-    head = CFRPNHead(8)
+    head = CFRPNHead(in_channels=8)
     torch.nn.init.zeros_(head.conv.bias)
     x = torch.randn(1, 8, 5, 5)
     c1, d1 = head([x])

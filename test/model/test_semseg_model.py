@@ -43,7 +43,7 @@ def test_preprocess_normalises_then_pads_with_zeros(tiny_model):
     assert (batch[1, :, 40:, :] == 0).all() and (batch[1, :, :, 30:] == 0).all()
 
 
-def test_tiny_train_step_and_inference(tiny_model):
+def test_tiny_train_step_and_inference(tiny_model, monkeypatch):
     model = tiny_model
     model.train()
     losses = model([sample(seed=0), sample(seed=1, n=1)])
@@ -59,19 +59,27 @@ def test_tiny_train_step_and_inference(tiny_model):
     assert all(torch.isfinite(v) for v in model([empty]).values())
 
     model.eval()
+    # Zero score thresholds force detections out of the random model, so every output assert below runs;
+    # the unknown distance threshold decides the set: default (all unknown here) and infinity (none unknown).
+    monkeypatch.setattr(model.roi_heads, "obj_score_thresh", 0.0)
+    monkeypatch.setattr(model.roi_heads.classifier, "known_score_thresh", 0.0)
+    monkeypatch.setattr(model.roi_heads.classifier, "unknown_score_thresh", 0.0)
     item = sample()
     item["height"], item["width"] = 192, 64  # original size differs from the network input
-    (out,) = model([item])
-    n = len(out["boxes"])
-    assert out["boxes"].shape == (n, 4) and out["scores"].shape == (n,) and out["classes"].dtype == torch.int64
-    assert out["embeddings"].shape == (n, 64) and out["unknown_scores"].shape == (n,)
-    assert out["mask_probs"].shape == (n, 1, 28, 28)
-    assert n <= 20 + 20  # KNOWN_TOPK + UNKNOWN_TOPK of the tiny config
-    if n:
+    for unknown_threshold in (model.roi_heads.embedding.unknown_threshold, float("inf")):
+        monkeypatch.setattr(model.roi_heads.embedding, "unknown_threshold", unknown_threshold)
+        (out,) = model([item])
+        n = len(out["boxes"])
+        assert n > 0
+        assert out["boxes"].shape == (n, 4) and out["scores"].shape == (n,) and out["classes"].dtype == torch.int64
+        assert out["embeddings"].shape == (n, 64) and out["unknown_scores"].shape == (n,)
+        assert out["mask_probs"].shape == (n, 1, 28, 28)
+        assert n <= 20 + 20  # KNOWN_TOPK + UNKNOWN_TOPK of the tiny config
         assert (out["boxes"][:, 0::2] <= 64).all() and (out["boxes"][:, 1::2] <= 192).all()
         ok = (out["classes"] == UNKNOWN_ID) | ((out["classes"] >= 0) & (out["classes"] < 6))
         assert ok.all()
         assert torch.allclose(out["embeddings"].norm(dim=1), torch.ones(n), atol=1e-5)
+    assert (out["classes"] != UNKNOWN_ID).all(), "an infinite unknown threshold leaves only known classes"
 
 
 def test_bad_inputs_raise_clear_errors(tiny_model):

@@ -39,7 +39,7 @@ def node(probe, tiny_weights):
     wait_until_subscribed(probe, publisher, process)
     yield dict(process=process, publisher=publisher, detections=detections, masks=masks,
                diagnostics=diagnostics)
-    assert process.stop(signal.SIGINT) == 0, process.log()[-3000:]
+    process.stop(signal.SIGINT)  # no assert here: test_node_exits_cleanly_on_sigint checks the exit code
 
 
 _stamp_lock = threading.Lock()
@@ -226,4 +226,12 @@ def test_every_frame_back_pressure_loses_nothing_and_the_node_recovers(probe, ti
         status = probe.latest_diagnostics(diagnostics, name)
         assert status["frames_dropped"] == "0" and status["queued"] == "0"
     finally:
-        assert process.stop(signal.SIGINT) == 0, process.log()[-3000:]
+        exit_code = process.stop(signal.SIGINT)  # always stopped; its exit code is checked only after a pass
+    assert exit_code == 0, process.log()[-3000:]
+
+
+def test_node_exits_cleanly_on_sigint(node):
+    """After the work above, Ctrl-C ends the shared node with exit code 0. Keep this test last in the module: it
+    stops the module's node (checked here rather than in the fixture's teardown, where a failing assert would be
+    reported against whichever test ran last)."""
+    assert node["process"].stop(signal.SIGINT) == 0, node["process"].log()[-3000:]
