@@ -27,7 +27,7 @@ from semseg_ros.bag_tools.bag_io import STORAGES, BagError, iter_messages, open_
 from semseg_ros.bag_tools.make_bag import GROUNDTRUTH_FILE, load_groundtruth
 from semseg_ros.bag_tools.node_process import NodeProcess, NodeSpec, ReplayError
 from semseg_ros.bag_tools.recording import RecordingWriter
-from semseg_ros.bag_tools.typestore import DETECTIONS_TYPE, IMAGE_TYPE
+from semseg_ros.bag_tools.typestore import DETECTIONS_3D_TYPE, DETECTIONS_TYPE, IMAGE_TYPE
 
 DEFAULT_NODE_NAME = "perception_node"
 
@@ -145,8 +145,11 @@ def replay(bag, out, storage: str = "sqlite3", every_frame: bool = True, rate: f
            image_topic: Optional[str] = None, node_name: str = DEFAULT_NODE_NAME, namespace: str = "",
            record_debug: bool = False, start_node: Optional[NodeSpec] = None, answer_timeout_s: float = 60.0,
            drain_timeout_s: float = 5.0, discovery_timeout_s: float = 30.0,
-           progress: bool = True) -> ReplaySummary:
-    """Replay ``bag`` into the node and record its answers to the new bag ``out``."""
+           progress: bool = True, record_3d: bool = False) -> ReplaySummary:
+    """Replay ``bag`` into the node and record its answers to the new bag ``out``.
+
+    ``record_3d``: also record ~/detections_3d (node with use_depth:=true) and count a frame as answered only
+    once it arrived too."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
@@ -156,6 +159,8 @@ def replay(bag, out, storage: str = "sqlite3", every_frame: bool = True, rate: f
     image_topic, bag_topics = _bag_topics(bag, image_topic)
     outputs = {node_output_topic(node_name, namespace, "detections"): DETECTIONS_TYPE,
                node_output_topic(node_name, namespace, "instance_mask"): IMAGE_TYPE}
+    if record_3d:
+        outputs[node_output_topic(node_name, namespace, "detections_3d")] = DETECTIONS_3D_TYPE
     required = list(outputs)
     if record_debug:
         outputs[node_output_topic(node_name, namespace, "debug_image")] = IMAGE_TYPE
@@ -163,6 +168,8 @@ def replay(bag, out, storage: str = "sqlite3", every_frame: bool = True, rate: f
     custom = {"input_bag": str(bag.resolve()), "image_topic": image_topic, "mode": mode,
               "rate": str(rate), "node_name": node_name, "detections_topic": required[0],
               "instance_mask_topic": required[1]}
+    if record_3d:
+        custom["detections_3d_topic"] = required[2]
 
     node_process = None
     context = rclpy.Context()
