@@ -116,8 +116,9 @@ def build_parser(prog: str = "python -m semseg_ros.demo_tabletop") -> argparse.A
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m semseg_ros.demo_tabletop") -> int:
-    args = build_parser(prog).parse_args(argv)
+def run_from_args(args, prog: str) -> int:
+    """Run with parsed options (``weights, config, num_frames, short, out, storage, device, param`` and optionally
+    ``depth_encoding``); prints the summary; the exit status. `semseg-demo --scenes tabletop` calls this too."""
     num_frames = args.num_frames or (SHORT_FRAMES if args.short else DEFAULT_FRAMES)
     if num_frames < 1:
         print(f"{prog}: error: --num-frames must be >= 1", file=sys.stderr)
@@ -129,7 +130,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m semseg_ros
 
     try:
         report = run_tabletop_demo(Path(args.out), num_frames, args.weights, args.config, args.storage,
-                                   args.device, args.depth_encoding, args.param)
+                                   args.device, getattr(args, "depth_encoding", "16UC1"), args.param)
     except (BagError, ReplayError, OSError, ValueError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 1
@@ -140,6 +141,9 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m semseg_ros
                      f"done in {report['wall_s']:.0f} s", rule]))
     return 0 if report["frames"]["unanswered"] == 0 else 1
 
+
+def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m semseg_ros.demo_tabletop") -> int:
+    return run_from_args(build_parser(prog).parse_args(argv), prog)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -131,6 +131,10 @@ def test_demo_without_matching_model_says_what_to_pass(tmp_path):
     run = subprocess.run([sys.executable, "-m", "semseg_ros.demo_tabletop", "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and "--weights" in run.stderr
+    run = subprocess.run([sys.executable, "-m", "semseg_ros.demo", "--scenes", "tabletop", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1 and "needs a model that knows the tabletop classes: pass --weights" in run.stderr
+    assert not (tmp_path / "scenes").exists()  # refused before doing anything
 
 
 @pytest.fixture(scope="module")
