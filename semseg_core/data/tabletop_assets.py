@@ -3,11 +3,11 @@
 A mesh set is a list of `MeshAsset` (one class per mesh file). Known classes are learnt; unknown ones appear only
 in test scenes. A user's folder has the split in its layout::
 
-    my_objects/known/<class>.obj|.stl      (any depth below known/; textures referenced by the .mtl are used)
-    my_objects/unknown/<class>.obj|.stl
+    my_objects/known/<class>.obj|.stl|.glb  (any depth below known/; textures of the .mtl or the .glb are used)
+    my_objects/unknown/<class>.obj|.stl|.glb
 
 The class name is the file name without its extension; it must be unique over both folders. Meshes are in metres
-unless a unit scale is given (0.001 for millimetres).
+unless a unit scale is given (0.001 for millimetres). A .glb is converted once to OBJ (`tabletop_gltf`).
 
 The built-in set uses meshes that the ``pybullet`` wheel ships in ``pybullet_data`` (zlib licence, like Bullet):
 textured duck, domino, soccer ball and toy block, plus mug, teddy, bunny, lego brick and a toy can as known
@@ -23,9 +23,10 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-MESH_EXTENSIONS = (".obj", ".stl")
-UNSUPPORTED_EXTENSIONS = {".glb": "convert it to OBJ (e.g. Blender: File > Export > Wavefront)",
-                          ".gltf": "convert it to OBJ (e.g. Blender: File > Export > Wavefront)",
+from semseg_core.data.tabletop_gltf import GltfError, glb_to_obj
+
+MESH_EXTENSIONS = (".obj", ".stl", ".glb")
+UNSUPPORTED_EXTENSIONS = {".gltf": "export it as binary .glb or OBJ (e.g. Blender: File > Export)",
                           ".ply": "convert it to OBJ or STL"}
 
 # Built-in known meshes: (class name, file under pybullet_data, largest side in metres after scaling).
@@ -115,7 +116,7 @@ def read_vertices(path: str) -> np.ndarray:
             except ValueError:
                 raise MeshError(f"{path}: malformed ASCII STL vertex") from None
     else:
-        raise MeshError(f"{path}: unsupported mesh type {ext!r}; use one of {', '.join(MESH_EXTENSIONS)}")
+        raise MeshError(f"{path}: unsupported mesh type {ext!r}; use .obj or .stl (a .glb goes through glb_to_obj)")
     if len(vertices) < 4:
         raise MeshError(f"{path}: has {len(vertices)} vertices; a mesh needs at least 4 (empty or not a mesh?)")
     if not np.all(np.isfinite(vertices)):
@@ -222,6 +223,11 @@ def folder_assets(folder: str, unit_scale: float = 1.0) -> List[MeshAsset]:
                 raise MeshError(f"class name {name!r} is used by two meshes: {seen[name]} and {path}; "
                                 "class names (file names without extension) must be unique")
             seen[name] = path
+            if path.lower().endswith(".glb"):
+                try:
+                    path = glb_to_obj(path)
+                except GltfError as err:
+                    raise MeshError(str(err)) from None
             read_vertices(path)  # a bad file fails here, naming itself
             assets.append(MeshAsset(name, path, split == "known", float(unit_scale), has_texture(path)))
     if not any(a.known for a in assets):

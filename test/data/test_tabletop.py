@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import struct
 
 import cv2
 import numpy as np
@@ -11,7 +12,7 @@ from pycocotools import mask as mask_utils
 
 from semseg_core.data import build_dataset, get_dataset_meta, register_coco_openset
 from semseg_core.data.tabletop import generate_tabletop_dataset, main, read_depth_m
-from semseg_core.data.tabletop_assets import MeshError, builtin_assets, folder_assets
+from semseg_core.data.tabletop_assets import MeshError, builtin_assets, folder_assets, read_vertices
 from semseg_core.data.tabletop_camera import CameraIntrinsics
 from semseg_core.data.tabletop_scene import SceneOptions
 
@@ -174,8 +175,12 @@ def test_amodal_masks_contain_visible_masks_and_coco_loads(tmp_path):
 def test_bad_mesh_folders_name_the_problem(tmp_path, mesh_folder):
     with pytest.raises(MeshError, match="needs a 'known' subfolder"):
         folder_assets(str(tmp_path))
-    (mesh_folder / "unknown" / "scan.glb").write_bytes(b"glTF")
-    with pytest.raises(MeshError, match=r"scan\.glb: \.glb meshes are not supported"):
+    (mesh_folder / "unknown" / "scan.gltf").write_text("{}")
+    with pytest.raises(MeshError, match=r"scan\.gltf: \.gltf meshes are not supported; export it as binary \.glb"):
+        folder_assets(str(mesh_folder))
+    (mesh_folder / "unknown" / "scan.gltf").unlink()
+    (mesh_folder / "unknown" / "scan.glb").write_bytes(b"PK\x03\x04 not a glb at all")
+    with pytest.raises(MeshError, match=r"scan\.glb: not a binary glTF file"):
         folder_assets(str(mesh_folder))
     (mesh_folder / "unknown" / "scan.glb").unlink()
     (mesh_folder / "unknown" / "cube.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\n")
@@ -185,6 +190,64 @@ def test_bad_mesh_folders_name_the_problem(tmp_path, mesh_folder):
     (mesh_folder / "unknown" / "broken.obj").write_text("v 0 0 0\nv 1 oops 0\n")
     with pytest.raises(MeshError, match=r"broken\.obj:2: malformed vertex line"):
         folder_assets(str(mesh_folder))
+
+
+def write_textured_cube_glb(path, side, rgb):
+    """A cube as binary glTF 2.0 built by hand: positions (float32), uint16 indices, UVs, a 2x2 PNG base-colour
+    texture of one colour, and a node that scales it by 2 and moves it 1 m up x."""
+    h = side / 4.0  # the node's scale 2 doubles it to `side`
+    corners = np.array([(x, y, z) for x in (-h, h) for y in (-h, h) for z in (-h, h)], np.float32)
+    faces = []
+    for a, b, c in [(0, 1, 3), (0, 3, 2), (4, 5, 7), (4, 7, 6), (0, 1, 5), (0, 5, 4),
+                    (2, 3, 7), (2, 7, 6), (0, 2, 6), (0, 6, 4), (1, 3, 7), (1, 7, 5)]:
+        normal = np.cross(corners[b] - corners[a], corners[c] - corners[a])
+        faces.append((a, c, b) if normal @ corners[[a, b, c]].mean(axis=0) < 0 else (a, b, c))
+    indices = np.array(faces, np.uint16).ravel()
+    uvs = np.full((8, 2), 0.5, np.float32)
+    ok, png = cv2.imencode(".png", np.full((2, 2, 3), rgb[::-1], np.uint8))
+    blobs = [corners.tobytes(), uvs.tobytes(), indices.tobytes() + b"\0\0", png.tobytes()]
+    views, offset = [], 0
+    for blob in blobs:
+        views.append({"buffer": 0, "byteOffset": offset, "byteLength": len(blob)})
+        offset += len(blob) + (-len(blob)) % 4
+    binary = b"".join(blob + b"\0" * ((-len(blob)) % 4) for blob in blobs)
+    views[2]["byteLength"] = indices.nbytes
+    doc = {"asset": {"version": "2.0"}, "scene": 0, "scenes": [{"nodes": [0]}],
+           "nodes": [{"mesh": 0, "scale": [2, 2, 2], "translation": [1.0, 0, 0]}],
+           "meshes": [{"primitives": [{"attributes": {"POSITION": 0, "TEXCOORD_0": 1}, "indices": 2, "material": 0}]}],
+           "materials": [{"pbrMetallicRoughness": {"baseColorTexture": {"index": 0}}}],
+           "textures": [{"source": 0}], "images": [{"bufferView": 3, "mimeType": "image/png"}],
+           "buffers": [{"byteLength": len(binary)}], "bufferViews": views,
+           "accessors": [{"bufferView": 0, "componentType": 5126, "count": 8, "type": "VEC3"},
+                         {"bufferView": 1, "componentType": 5126, "count": 8, "type": "VEC2"},
+                         {"bufferView": 2, "componentType": 5123, "count": len(indices), "type": "SCALAR"}]}
+    text = json.dumps(doc).encode()
+    text += b" " * ((-len(text)) % 4)
+    body = struct.pack("<II", len(text), 0x4E4F534A) + text + struct.pack("<II", len(binary), 0x004E4942) + binary
+    with open(path, "wb") as f:
+        f.write(b"glTF" + struct.pack("<II", 2, 12 + len(body)) + body)
+
+
+def test_glb_mesh_is_converted_with_its_node_transform_and_texture(tmp_path):
+    folder = tmp_path / "glb_objects"
+    (folder / "known").mkdir(parents=True)
+    write_textured_cube_glb(folder / "known" / "red_cube.glb", CUBE_SIDE_M, (220, 20, 20))
+    asset, = folder_assets(str(folder))
+    assert (asset.name, asset.known, asset.textured) == ("red_cube", True, True)
+    vertices = read_vertices(asset.path)
+    h = CUBE_SIDE_M / 2
+    assert vertices.min(axis=0) == pytest.approx([1.0 - h, -h, -h], abs=1e-6)   # scaled by 2, moved 1 m along x
+    assert vertices.max(axis=0) == pytest.approx([1.0 + h, h, h], abs=1e-6)
+    out = tmp_path / "scene"
+    json_path = generate_tabletop_dataset(str(out), [asset], 1, seed=2, split="train", intrinsics=SMALL_CAMERA,
+                                          options=SceneOptions(min_objects=1, max_objects=1), progress=False)
+    doc = json.load(open(json_path))
+    ann, = doc["annotations"]
+    assert ann["size_m"] == pytest.approx([CUBE_SIDE_M] * 3, abs=1e-6)
+    mask = mask_utils.decode(ann["segmentation"]).astype(bool)
+    rgb = cv2.imread(str(out / "images" / doc["images"][0]["file_name"]))[:, :, ::-1].astype(float)
+    red, green, blue = rgb[mask].mean(axis=0)
+    assert red > 2 * green and red > 2 * blue  # the texture's red, under whatever light the seed drew
 
 
 def test_cli_refuses_bad_arguments_with_a_message(tmp_path, capsys):
