@@ -163,11 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--short", action="store_true", help=f"a quick run of {SHORT_FRAMES} frames (for CI)")
     parser.add_argument("--param", type=node_param, action="append", default=[], metavar="NAME:=VALUE",
                         help="any other node parameter, e.g. cross_class_nms_iou:=0.5 (repeatable)")
+    parser.add_argument("--scenes", choices=("shapes", "tabletop"), default="shapes",
+                        help="shapes (default) or tabletop: RGB-D scenes rendered from meshes, the node with "
+                             "use_depth and a 3D report (needs --weights of a tabletop model)")
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.scenes == "tabletop":
+        from semseg_ros.demo_tabletop import run_from_args
+        return run_from_args(args, "semseg-demo --scenes tabletop")
     num_frames = args.num_frames or (SHORT_FRAMES if args.short else DEFAULT_FRAMES)
     if num_frames < 1:
         print("semseg-demo: error: --num-frames must be >= 1", file=sys.stderr)

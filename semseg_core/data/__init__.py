@@ -1,4 +1,4 @@
-"""Datasets (COCO open-set, GraspNet-OS, any COCO json, synthetic scenes), transforms and loaders.
+"""Datasets (COCO open-set, GraspNet-OS, any COCO json, synthetic shape and tabletop RGB-D scenes), transforms, loaders.
 
 Names are imported lazily, so `python -m semseg_core.data.synthetic` starts without importing torch.
 """
@@ -18,6 +18,7 @@ _EXPORTS = {
     "DEFAULT_UNKNOWN_FAMILIES": "synthetic",
     "ensure_synthetic_dataset": "synthetic",
     "generate_dataset": "synthetic",
+    "generate_tabletop_dataset": "tabletop",
     "ResizeFlip": "transforms",
     "resize_shortest_edge_size": "transforms",
 }

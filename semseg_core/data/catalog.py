@@ -13,6 +13,7 @@ from semseg_core.config.defaults import COCO_VOC_KNOWN_CLASSES
 from semseg_core.data.coco_openset import DatasetError, parse_categories, read_coco_json, resolve_known_categories
 from semseg_core.data.graspnet import GRASPNET_KNOWN_IDS
 from semseg_core.data.synthetic import DEFAULT_KNOWN_FAMILIES
+from semseg_core.data.tabletop_assets import BUILTIN_KNOWN
 
 DEFAULT_DATASETS_ROOT = "./datasets"
 
@@ -49,6 +50,9 @@ def _register_builtins() -> None:
     for split in ("train", "test"):
         _add(DatasetSpec(f"synthetic_{split}", f"synthetic/{split}/annotations.json", f"synthetic/{split}/images",
                          known_class_names=tuple(DEFAULT_KNOWN_FAMILIES), under_root=True))
+    for split in ("train", "test"):  # made by training/make_tabletop.py (built-in meshes)
+        _add(DatasetSpec(f"tabletop_{split}", f"tabletop/{split}/annotations.json", f"tabletop/{split}/images",
+                         known_class_names=tuple(name for name, _, _ in BUILTIN_KNOWN), under_root=True))
 
 
 _register_builtins()

@@ -17,6 +17,7 @@ class NodeSpec:
     params: Dict[str, str] = field(default_factory=dict)  # name -> value as given to -p name:=value
     log_path: Optional[Path] = None
     startup_timeout_s: float = 180.0
+    remaps: Dict[str, str] = field(default_factory=dict)  # e.g. {"depth": "/camera/depth/image_rect_raw"}
 
 
 class NodeProcess:
@@ -27,6 +28,8 @@ class NodeProcess:
                    "-r", f"image:={image_topic}"]
         if namespace.strip("/"):
             command += ["-r", f"__ns:=/{namespace.strip('/')}"]
+        for name, target in spec.remaps.items():
+            command += ["-r", f"{name}:={target}"]
         for name, value in spec.params.items():
             command += ["-p", f"{name}:={value}"]
         self.command = command

@@ -30,7 +30,7 @@ from semseg_ros.bag_tools.bag_io import STORAGES, BagError, iter_messages, open_
 from semseg_ros.bag_tools.make_bag import GROUNDTRUTH_FILE, load_groundtruth
 from semseg_ros.bag_tools.node_process import NodeProcess, NodeSpec, ReplayError
 from semseg_ros.bag_tools.recording import RecordingWriter
-from semseg_ros.bag_tools.typestore import DETECTIONS_TYPE, IMAGE_TYPE, LABEL_INFO_TYPE
+from semseg_ros.bag_tools.typestore import DETECTIONS_3D_TYPE, DETECTIONS_TYPE, IMAGE_TYPE, LABEL_INFO_TYPE
 
 DEFAULT_NODE_NAME = "perception_node"
 
@@ -147,18 +147,23 @@ def replay(bag, out, storage: str = "sqlite3", every_frame: bool = True, rate: f
            image_topic: Optional[str] = None, node_name: str = DEFAULT_NODE_NAME, namespace: str = "",
            record_debug: bool = False, start_node: Optional[NodeSpec] = None, answer_timeout_s: float = 60.0,
            drain_timeout_s: float = 5.0, discovery_timeout_s: float = 30.0,
-           progress: bool = True) -> ReplaySummary:
-    """Replay ``bag`` into the node and record its answers to the new bag ``out``."""
+           progress: bool = True, record_3d: bool = False) -> ReplaySummary:
+    """Replay ``bag`` into the node and record its answers to the new bag ``out``.
+
+    ``record_3d``: also record ~/detections_3d (node with use_depth:=true) and count a frame as answered only
+    once it arrived too."""
     bag, out = Path(bag), Path(out)
     if rate <= 0:
         raise ReplayError(f"rate must be > 0, got {rate}")
     image_topic, bag_topics = _bag_topics(bag, image_topic)
-    outputs, required = _output_topics(node_name, namespace, record_debug)
+    outputs, required = _output_topics(node_name, namespace, record_debug, record_3d)
     mode = "every_frame" if every_frame else "timed"
     custom = {"input_bag": str(bag.resolve()), "image_topic": image_topic, "mode": mode,
               "rate": str(rate), "node_name": node_name, "detections_topic": required[0],
               "instance_mask_topic": required[1],
               "label_info_topic": node_output_topic(node_name, namespace, "label_info")}
+    if record_3d:
+        custom["detections_3d_topic"] = required[2]
 
     session = _RosSession()
     node_process = writer = recorder = None
@@ -233,10 +238,13 @@ class _RosSession:
         rclpy.try_shutdown(context=self.context)
 
 
-def _output_topics(node_name: str, namespace: str, record_debug: bool) -> Tuple[Dict[str, str], List[str]]:
+def _output_topics(node_name: str, namespace: str, record_debug: bool,
+                   record_3d: bool) -> Tuple[Dict[str, str], List[str]]:
     """({topic: msgtype} of the node outputs to record, the topics every frame must be answered on)."""
     outputs = {node_output_topic(node_name, namespace, "detections"): DETECTIONS_TYPE,
                node_output_topic(node_name, namespace, "instance_mask"): IMAGE_TYPE}
+    if record_3d:
+        outputs[node_output_topic(node_name, namespace, "detections_3d")] = DETECTIONS_3D_TYPE
     required = list(outputs)
     outputs[node_output_topic(node_name, namespace, "label_info")] = LABEL_INFO_TYPE  # decodes the class ids
     if record_debug:

@@ -18,6 +18,7 @@ CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 HEADER_TYPE = "std_msgs/msg/Header"
 DETECTIONS_TYPE = "vision_msgs/msg/Detection2DArray"
 LABEL_INFO_TYPE = "vision_msgs/msg/LabelInfo"
+DETECTIONS_3D_TYPE = "vision_msgs/msg/Detection3DArray"
 
 
 def vision_msgs_dirs() -> List[Path]:
