@@ -27,6 +27,7 @@ from .device import resolve_device
 ASSETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
 DEFAULT_WEIGHTS = os.path.join(ASSETS_DIR, "semseg_tiny_synthetic.pt")
 AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+COMPILE_MODES = {"auto": None, "enabled": True, "disabled": False}  # TEST.COMPILE (not on/off: YAML booleans)
 
 
 @dataclass
@@ -76,15 +77,17 @@ class Predictor:
 
     def __init__(self, config: Union[str, CfgNode, None] = None, weights: Optional[str] = None,
                  device: Union[str, torch.device] = "cpu", amp: Optional[str] = None,
-                 overrides: Optional[Sequence[str]] = None):
+                 overrides: Optional[Sequence[str]] = None, compile: Optional[bool] = None):
+        """amp: None = the config's TEST.AMP ("" = fp32); "fp16" / "bf16" = CUDA autocast.
+        compile: torch.compile the backbone + FPN (the static-shape part of the frame; each new input size
+        compiles once, its first frame takes seconds). None = the config's TEST.COMPILE ("auto": on for CUDA,
+        off on the CPU, where compile time outweighs the gain); True on the CPU needs a C++ compiler.
+        BENCHMARKS.md has the cost both ways."""
         from .modeling import build_model  # heavy import kept out of `import semseg_core`
 
         self.device = resolve_device(device)
         if amp is not None and amp not in AMP_DTYPES:
             raise ValueError(f"amp must be None, 'fp16' or 'bf16', got {amp!r}")
-        if amp is not None and self.device.type != "cuda":
-            raise ValueError(f"amp={amp!r} is for CUDA devices; on {self.device} run without amp")
-        self.amp = amp
 
         if config is None and weights is None:
             weights = DEFAULT_WEIGHTS
@@ -106,6 +109,18 @@ class Predictor:
             raise ConfigError(f"INPUT.FORMAT must be 'RGB' or 'BGR', got {cfg.INPUT.FORMAT!r}")
         cfg.freeze()
         self.cfg = cfg
+        if amp is None and cfg.TEST.AMP:
+            if cfg.TEST.AMP not in AMP_DTYPES:
+                raise ConfigError(f"TEST.AMP must be '', 'fp16' or 'bf16', got {cfg.TEST.AMP!r}")
+            amp = cfg.TEST.AMP
+        if amp is not None and self.device.type != "cuda":
+            raise ValueError(f"amp={amp!r} (argument or TEST.AMP) is for CUDA devices; on {self.device} run "
+                             "without amp")
+        self.amp = amp
+        if compile is None:
+            if cfg.TEST.COMPILE not in COMPILE_MODES:
+                raise ConfigError(f"TEST.COMPILE must be one of {sorted(COMPILE_MODES)}, got {cfg.TEST.COMPILE!r}")
+            compile = COMPILE_MODES[cfg.TEST.COMPILE]
         self.class_names: List[str] = names
         self.input_format = cfg.INPUT.FORMAT
 
@@ -117,6 +132,10 @@ class Predictor:
         if cfg.MODEL.CHANNELS_LAST:
             model.to(memory_format=torch.channels_last)
         self.model = model.eval()
+        self.compiled = self.device.type == "cuda" if compile is None else bool(compile)  # None: "auto"
+        if self.compiled:
+            # dynamic=False: one graph per padded input size, no symbolic shapes (a camera keeps its size)
+            self.model.backbone = torch.compile(self.model.backbone, dynamic=False)
 
     # ---------------------------------------------------------------------------------------------------------
     def __call__(self, image: np.ndarray, color: str = "rgb", known_min_score: float = 0.0,
