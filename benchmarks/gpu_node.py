@@ -1,6 +1,6 @@
 """Every GPU measurement of the camera-rate issue in one run, through the ROS node, saved after each step.
 
-    python benchmarks/gpu_node.py --out gpu_node.json                 # all steps, stops starting new ones at --budget-s
+    python benchmarks/gpu_node.py --out gpu_node.json                 # all steps; none started after --budget-s
     python benchmarks/gpu_node.py --only node:r50_fast:640x480:fp32:compiled,profile:r50_fast:640x480:fp32:compiled
     python benchmarks/gpu_node.py --dry-run-cpu --out /tmp/dry.json    # checks the script on the CPU (toy sizes)
     bash scripts/device_kit/install_and_measure.sh KIT.tar.xz          # installs the device kit, then runs this
@@ -77,8 +77,8 @@ class GpuMonitor:
         try:
             import pynvml
             pynvml.nvmlInit()
-            index = torch.cuda.current_device() if torch.cuda.is_available() else 0
-            self.nvml, self.handle = pynvml, pynvml.nvmlDeviceGetHandleByIndex(index)
+            # device 0 of NVML's numbering without creating a CUDA context in this process
+            self.nvml, self.handle = pynvml, pynvml.nvmlDeviceGetHandleByIndex(0)
         except Exception:  # no NVML here: figures stay None
             self.handle = None
 
@@ -200,8 +200,9 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--only", default="", help="comma list of steps to run instead of the default list")
     parser.add_argument("--skip", default="", help="comma list of steps to leave out")
-    parser.add_argument("--budget-s", type=float, default=520.0,
-                        help="start no new step after this many seconds (the device tool stops a call at 600 s)")
+    parser.add_argument("--budget-s", type=float, default=450.0,
+                        help="start no new step after this many seconds (the device tool stops a call at 600 s, "
+                             "and a node step takes up to ~90 s)")
     parser.add_argument("--hz", type=float, default=30.0, help="camera rate of the latency phase")
     parser.add_argument("--max-hz", type=float, default=250.0, help="input rate of the maximum-rate phase")
     parser.add_argument("--seconds", type=float, default=6.0, help="length of each stream phase")
@@ -231,6 +232,10 @@ def main(argv=None) -> int:
                "settings": {k: getattr(args, k) for k in ("hz", "max_hz", "seconds", "warmup", "frames", "detections",
                                                           "threads")},
                "steps": {}, "not_run": []}
+    manifest = os.path.join(os.path.dirname(HERE), "manifest.json")  # present when run from the device kit
+    if os.path.isfile(manifest):
+        with open(manifest) as f:
+            results["kit"] = {k: v for k, v in json.load(f).items() if k != "wheels"}
 
     def save():
         with open(args.out, "w") as f:

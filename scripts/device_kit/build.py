@@ -141,14 +141,30 @@ def build_env(python312: str, work: Path) -> Path:
     return env
 
 
+def interface_sources_hash() -> str:
+    """What the vision_msgs build is made from (the message files and the build script)."""
+    digest = hashlib.sha256()
+    for path in sorted([REPO / "scripts" / "build_interfaces.sh"] + list((REPO / "interfaces").rglob("*"))):
+        if path.is_file():
+            digest.update(path.relative_to(REPO).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def build_vision_msgs(env: Path, work: Path) -> Path:
-    """Compile interfaces/vision_msgs for Python 3.12 into work/vision_msgs_prefix (a prefix of its own)."""
+    """Compile interfaces/vision_msgs for Python 3.12 into work/vision_msgs_prefix (a prefix of its own);
+    reused while the sources are unchanged (a stamp written after a successful build)."""
     prefix, build = work / "vision_msgs_prefix", work / "vision_msgs_build"
+    stamp = work / "vision_msgs_prefix.stamp"
+    if stamp.is_file() and stamp.read_text() == interface_sources_hash() and prefix.is_dir():
+        log(f"vision_msgs for Python 3.12 (reused: {prefix})")
+        return prefix
+    stamp.unlink(missing_ok=True)
     shutil.rmtree(prefix, ignore_errors=True)
     shutil.rmtree(build, ignore_errors=True)
     log("vision_msgs for Python 3.12 (scripts/build_interfaces.sh)")
     environ = dict(os.environ, SEMSEG_INTERFACE_PREFIX=str(prefix), SEMSEG_INTERFACE_BUILD_DIR=str(build))
     run(["bash", REPO / "scripts" / "build_interfaces.sh", env], env=environ)
+    stamp.write_text(interface_sources_hash())
     return prefix
 
 
