@@ -89,7 +89,7 @@ say "installing $(grep -c '==' "$DIR/requirements.lock") wheels offline"
 ASSET="semseg_core/assets/semseg_tiny_synthetic.pt"
 INSTALLED_ASSET="$SITE/$ASSET"
 if [ ! -f "$INSTALLED_ASSET" ] && [ -f "$PWD/$ASSET" ]; then  # a --no-model kit run from a checkout
-  cp "$PWD/$ASSET" "$INSTALLED_ASSET"
+  mkdir -p "$(dirname "$INSTALLED_ASSET")" && cp "$PWD/$ASSET" "$INSTALLED_ASSET"
   echo "    embedded model copied from the checkout ($ASSET)"
 fi
 
