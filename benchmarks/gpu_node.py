@@ -18,7 +18,8 @@ Steps, in priority order (a time limit keeps the ones done: the JSON file is rew
         median ms, torch.profiler GPU busy share (kernel time / wall) and kernel launches per frame, peak
         memory (torch.cuda.max_memory_allocated / reserved).
 CONFIG: r50 (faithful, COCO/semseg_R50_FPN_128k.yaml) | r50_fast; PRECISION: fp32 | bf16 (TEST.AMP);
-COMPILE: compiled | eager (TEST.COMPILE enabled / disabled: the torch.compile switch side by side).
+COMPILE: compiled | eager | cudagraphs (TEST.COMPILE enabled / disabled / cudagraphs: the torch.compile switch
+side by side; cudagraphs also replays the backbone as a CUDA graph).
 Without CUDA it exits with status 2 unless --dry-run-cpu (tiny_fast, 320x240, eager, a few frames).
 """
 import argparse
@@ -39,7 +40,7 @@ sys.path.insert(0, HERE)
 from bench_node_latency import NodeSession, random_checkpoint, scenes, stream_run  # noqa: E402
 from common import CONFIGS, machine  # noqa: E402
 
-COMPILE_VALUES = {"compiled": "enabled", "eager": "disabled"}
+COMPILE_VALUES = {"compiled": "enabled", "eager": "disabled", "cudagraphs": "cudagraphs"}
 PRECISION_VALUES = {"fp32": "", "bf16": "bf16"}
 # Priority order: the targets first (R50 fast / faithful at 640x480 fp32, compile on), then each switch
 # side by side, then the other size and precision.
@@ -51,6 +52,7 @@ DEFAULT_STEPS = (
     "node:r50:640x480:bf16:compiled", "node:r50_fast:1280x720:bf16:compiled",
     "node:r50:1280x720:bf16:compiled", "profile:r50:640x480:fp32:compiled",
     "profile:r50_fast:1280x720:fp32:compiled", "node:r50:640x480:fp32:eager",
+    "node:r50_fast:640x480:fp32:cudagraphs",
 )
 DRY_RUN_STEPS = ("node:tiny_fast:320x240:fp32:eager", "profile:tiny_fast:320x240:fp32:eager")
 
@@ -62,7 +64,7 @@ class Step:
         parts = text.split(":")
         if len(parts) != 5 or parts[0] not in ("node", "profile") or parts[1] not in CONFIGS \
                 or parts[3] not in PRECISION_VALUES or parts[4] not in COMPILE_VALUES:
-            raise ValueError(f"bad step {text!r}: expected node|profile:CONFIG:WxH:fp32|bf16:compiled|eager with "
+            raise ValueError(f"bad step {text!r}: expected node|profile:CONFIG:WxH:fp32|bf16:compiled|eager|cudagraphs with "
                              f"CONFIG one of {sorted(CONFIGS)}")
         self.text, self.kind, self.config, self.precision, self.compile = text, parts[0], parts[1], parts[3], parts[4]
         self.width, self.height = (int(v) for v in parts[2].lower().split("x"))
@@ -212,6 +214,12 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=4, help="node / torch CPU threads")
     parser.add_argument("--dry-run-cpu", action="store_true", help="check the script on the CPU at a toy size")
     args = parser.parse_args(argv)
+    names = [s for s in args.only.split(",") if s] or list(DRY_RUN_STEPS if args.dry_run_cpu else DEFAULT_STEPS)
+    skip = {s for s in args.skip.split(",") if s}
+    try:
+        steps = [Step(name) for name in names if name not in skip]
+    except ValueError as error:
+        parser.error(str(error))
     if args.dry_run_cpu:
         args.device, args.seconds, args.warmup, args.frames, args.threads = "cpu", 2.0, 2, 3, 1
         args.hz = args.max_hz = 10.0
@@ -222,12 +230,6 @@ def main(argv=None) -> int:
         return 2
     else:
         torch.backends.cudnn.benchmark = True
-    names = [s for s in args.only.split(",") if s] or list(DRY_RUN_STEPS if args.dry_run_cpu else DEFAULT_STEPS)
-    skip = {s for s in args.skip.split(",") if s}
-    try:
-        steps = [Step(name) for name in names if name not in skip]
-    except ValueError as error:
-        parser.error(str(error))
     results = {"benchmark": "gpu_node", "machine": machine(device=args.device), "date": time.strftime("%Y-%m-%d %H:%M"),
                "settings": {k: getattr(args, k) for k in ("hz", "max_hz", "seconds", "warmup", "frames", "detections",
                                                           "threads")},

@@ -27,7 +27,8 @@ from .device import resolve_device
 ASSETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
 DEFAULT_WEIGHTS = os.path.join(ASSETS_DIR, "semseg_tiny_synthetic.pt")
 AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
-COMPILE_MODES = {"auto": None, "enabled": True, "disabled": False}  # TEST.COMPILE (not on/off: YAML booleans)
+# TEST.COMPILE -> compile or not (None: CUDA yes, CPU no); not on/off, which YAML reads as booleans.
+COMPILE_MODES = {"auto": None, "enabled": True, "disabled": False, "cudagraphs": True}
 
 
 @dataclass
@@ -81,7 +82,8 @@ class Predictor:
         """amp: None = the config's TEST.AMP ("" = fp32); "fp16" / "bf16" = CUDA autocast.
         compile: torch.compile the backbone + FPN (the static-shape part of the frame; each new input size
         compiles once, its first frame takes seconds). None = the config's TEST.COMPILE ("auto": on for CUDA,
-        off on the CPU, where compile time outweighs the gain); True on the CPU needs a C++ compiler.
+        off on the CPU, where compile time outweighs the gain; "cudagraphs": compiled and replayed as a CUDA
+        graph); True on the CPU needs a C++ compiler.
         BENCHMARKS.md has the cost both ways."""
         from .modeling import build_model  # heavy import kept out of `import semseg_core`
 
@@ -117,9 +119,9 @@ class Predictor:
             raise ValueError(f"amp={amp!r} (argument or TEST.AMP) is for CUDA devices; on {self.device} run "
                              "without amp")
         self.amp = amp
+        if cfg.TEST.COMPILE not in COMPILE_MODES:
+            raise ConfigError(f"TEST.COMPILE must be one of {sorted(COMPILE_MODES)}, got {cfg.TEST.COMPILE!r}")
         if compile is None:
-            if cfg.TEST.COMPILE not in COMPILE_MODES:
-                raise ConfigError(f"TEST.COMPILE must be one of {sorted(COMPILE_MODES)}, got {cfg.TEST.COMPILE!r}")
             compile = COMPILE_MODES[cfg.TEST.COMPILE]
         self.class_names: List[str] = names
         self.input_format = cfg.INPUT.FORMAT
@@ -134,8 +136,10 @@ class Predictor:
         self.model = model.eval()
         self.compiled = self.device.type == "cuda" if compile is None else bool(compile)  # None: "auto"
         if self.compiled:
-            # dynamic=False: one graph per padded input size, no symbolic shapes (a camera keeps its size)
-            self.model.backbone = torch.compile(self.model.backbone, dynamic=False)
+            # dynamic=False: one graph per padded input size, no symbolic shapes (a camera keeps its size);
+            # "cudagraphs": also replay the backbone's kernels as one CUDA graph (mode reduce-overhead)
+            mode = "reduce-overhead" if cfg.TEST.COMPILE == "cudagraphs" else "default"
+            self.model.backbone = torch.compile(self.model.backbone, dynamic=False, mode=mode)
 
     # ---------------------------------------------------------------------------------------------------------
     def __call__(self, image: np.ndarray, color: str = "rgb", known_min_score: float = 0.0,

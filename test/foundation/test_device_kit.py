@@ -175,5 +175,26 @@ def test_install_script_names_missing_host_packages(tmp_path):
     assert not (tmp_path / "work" / "venv").exists()
 
 
+def test_gpu_script_covers_every_measurement_of_the_issue():
+    """The default step list of benchmarks/gpu_node.py parses and holds, through the node, R50 faithful and fast
+    at 640x480 and 1280x720 in fp32 and bf16, the compile switch on and off side by side, and a profile step
+    (busy share, peak memory): a typo there would only show on a rare GPU lease."""
+    spec = importlib.util.spec_from_file_location("gpu_node", REPO / "benchmarks" / "gpu_node.py")
+    gpu_node = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_node)
+    steps = [gpu_node.Step(text) for text in gpu_node.DEFAULT_STEPS]
+    node = {(s.config, f"{s.width}x{s.height}", s.precision) for s in steps if s.kind == "node"}
+    for config in ("r50", "r50_fast"):
+        for size in ("640x480", "1280x720"):
+            for precision in ("fp32", "bf16"):
+                assert (config, size, precision) in node
+    same = [(s.config, s.width, s.precision) for s in steps if s.kind == "node" and s.compile == "eager"]
+    assert any((s.config, s.width, s.precision) in same for s in steps if s.kind == "node" and s.compile == "compiled")
+    assert any(s.kind == "profile" for s in steps)
+    assert len(set(gpu_node.DEFAULT_STEPS)) == len(gpu_node.DEFAULT_STEPS)
+    with pytest.raises(ValueError, match="bad step 'node:r50:640x480:fp64:compiled'"):
+        gpu_node.Step("node:r50:640x480:fp64:compiled")
+
+
 def test_install_script_is_valid_bash():
     assert subprocess.run(["bash", "-n", str(INSTALL)]).returncode == 0

@@ -37,8 +37,16 @@ def test_compile_switch_wraps_only_the_backbone(how, expected):
     assert not isinstance(predictor.model.roi_heads, COMPILED_TYPE)  # variable-size stages stay eager
 
 
+def test_cudagraphs_value_compiles_and_the_argument_still_wins():
+    predictor = build(overrides=["TEST.COMPILE", "cudagraphs"])
+    assert predictor.compiled is True and isinstance(predictor.model.backbone, COMPILED_TYPE)
+    predictor = build(overrides=["TEST.COMPILE", "cudagraphs"], compile=False)
+    assert predictor.compiled is False and not isinstance(predictor.model.backbone, COMPILED_TYPE)
+
+
 def test_bad_switch_values_are_clear_errors():
-    with pytest.raises(ConfigError, match=r"TEST.COMPILE must be one of \['auto', 'disabled', 'enabled'\], got 'on'"):
+    with pytest.raises(ConfigError, match=r"TEST.COMPILE must be one of \['auto', 'cudagraphs', 'disabled', 'enabled'\], "
+                                          r"got 'on'"):
         Predictor(config=TINY_YAML, device="cpu", overrides=["TEST.COMPILE", "on"])
     with pytest.raises(ConfigError, match="TEST.AMP must be '', 'fp16' or 'bf16', got 'int8'"):
         Predictor(config=TINY_YAML, device="cpu", overrides=["TEST.AMP", "int8"])
