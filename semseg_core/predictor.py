@@ -80,8 +80,8 @@ class Predictor:
                  device: Union[str, torch.device] = "cpu", amp: Optional[str] = None,
                  overrides: Optional[Sequence[str]] = None, compile: Optional[bool] = None):
         """amp: None = the config's TEST.AMP ("" = fp32); "fp16" / "bf16" = CUDA autocast.
-        compile: torch.compile the backbone + FPN (the static-shape part of the frame; each new input size
-        compiles once, its first frame takes seconds). None = the config's TEST.COMPILE ("auto": on for CUDA,
+        compile: torch.compile the backbone + FPN (the fixed-shape part of the frame; the first frame compiles,
+        seconds; a second input size recompiles once with symbolic sizes). None = the config's TEST.COMPILE ("auto": on for CUDA,
         off on the CPU, where compile time outweighs the gain; "cudagraphs": compiled and replayed as a CUDA
         graph); True on the CPU needs a C++ compiler.
         BENCHMARKS.md has the cost both ways."""
@@ -136,10 +136,11 @@ class Predictor:
         self.model = model.eval()
         self.compiled = self.device.type == "cuda" if compile is None else bool(compile)  # None: "auto"
         if self.compiled:
-            # dynamic=False: one graph per padded input size, no symbolic shapes (a camera keeps its size);
-            # "cudagraphs": also replay the backbone's kernels as one CUDA graph (mode reduce-overhead)
+            # dynamic=None (torch's automatic dynamic shapes): static kernels while the input size stays the
+            # same (a camera); when it changes (a dataset) one recompile with symbolic sizes, not one per size.
+            # "cudagraphs": also replay the backbone's kernels as one CUDA graph (mode reduce-overhead).
             mode = "reduce-overhead" if cfg.TEST.COMPILE == "cudagraphs" else "default"
-            self.model.backbone = torch.compile(self.model.backbone, dynamic=False, mode=mode)
+            self.model.backbone = torch.compile(self.model.backbone, dynamic=None, mode=mode)
 
     # ---------------------------------------------------------------------------------------------------------
     def __call__(self, image: np.ndarray, color: str = "rgb", known_min_score: float = 0.0,

@@ -13,7 +13,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 PROOF="${PROOF:-/tmp/semseg_kit_proof}"
-VENV311="$ROOT/.venv"
+VENV311="${SEMSEG_VENV:-$ROOT/.venv}"  # the project venv (make setup; same variable as scripts/setup.sh)
 HOST="$PROOF/host312"
 START_S=$SECONDS
 say() { echo "==> [$((SECONDS - START_S)) s] $*"; }
