@@ -47,7 +47,7 @@ mkdir -p "$PROOF/out"
 say "the demo from the kit's venv (run outside the checkout, so nothing is imported from it)"
 rm -rf "$PROOF/demo"
 (cd /tmp && OMP_NUM_THREADS=1 "$PROOF/kit/venv/bin/semseg-demo" --short --out "$PROOF/demo")
-"$PROOF/kit/venv/bin/python" - "$PROOF/kit/venv" <<'EOF'
+cd /tmp && "$PROOF/kit/venv/bin/python" - "$PROOF/kit/venv" <<'EOF'
 import os, sys
 import semseg_ros, torch
 assert semseg_ros.__file__.startswith(sys.argv[1]), f"semseg_ros imported from {semseg_ros.__file__}, not the kit"
