@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup setup-check test demo
+.PHONY: setup setup-check test demo device-kit
 
 setup:                   ## create or repair .venv (idempotent; seconds when nothing changed)
 	scripts/setup.sh
@@ -16,3 +16,6 @@ test: setup              ## set up, then run every test (per-test timeout)
 
 demo: setup              ## set up, then run the demo: synthetic scenes -> bag -> node -> report + overlay video
 	$(VENV)/bin/semseg-demo
+
+device-kit:              ## build/device_kit/semseg_device_kit.tar.xz: the node + GPU measurements for an offline Python 3.12 GPU machine (KIT_ARGS=--no-model to leave the demo model out)
+	python3 scripts/device_kit/build.py $(KIT_ARGS)

@@ -55,7 +55,8 @@ def build_semseg(name, device="cpu", amp=None, fixed=None, channels_last=None, o
         extra += ["MODEL.CHANNELS_LAST", str(bool(channels_last)).lower()]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "randomly initialised"
-        predictor = Predictor(config=CONFIGS[name], device=device, amp=amp, overrides=extra)
+        # eager, as these tables were measured (torch.compile, on by default on CUDA, is gpu_node.py's switch)
+        predictor = Predictor(config=CONFIGS[name], device=device, amp=amp, overrides=extra, compile=False)
     if fixed:
         identity_box_regressors(predictor.model)
     return predictor, (lambda image: len(predictor(image)))

@@ -102,41 +102,95 @@ def _timed_call(predictor, frame, threads, out):
     out["seconds"], out["detections"] = time.perf_counter() - start, len(result)
 
 
+class NodeSession:
+    """perception_node in a child process plus a probe node here: a reliable image publisher, the time each
+    detections message arrives (by stamp) and the node's /diagnostics. A context manager; `params` are extra
+    node parameters (name -> value). Waits until the node subscribes (its model is loaded by then)."""
+
+    NAME = "bench_perception"
+
+    def __init__(self, config, weights, threads=1, device="cpu", params=None, start_timeout=180.0):
+        self.command = [sys.executable, "-m", "semseg_ros.node", "--ros-args", "-r", f"__node:={self.NAME}",
+                        "-r", "image:=/bench/image", "-p", f"weights:={weights}", "-p", f"model_config:={config}",
+                        "-p", "known_score_threshold:=0.0", "-p", "unknown_score_threshold:=0.0",
+                        "-p", "process_every_frame:=false", "-p", "image_qos.reliability:=reliable",
+                        "-p", f"num_threads:={threads}", "-p", "diagnostics_period:=0.5", "-p", f"device:={device}"]
+        for name, value in (params or {}).items():
+            self.command += ["-p", f"{name}:={value}"]
+        self.start_timeout = start_timeout
+        self.arrived, self.diagnostics = {}, []
+        self.done = threading.Event()
+
+    def __enter__(self):
+
+        self.log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(self.command, stdout=self.log, stderr=subprocess.STDOUT, cwd=str(REPO))
+        rclpy.init()
+        self.node = rclpy.create_node("bench_probe")
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.publisher = self.node.create_publisher(Image, "/bench/image", qos)
+
+        def on_detections(m):
+            self.arrived[(m.header.stamp.sec, m.header.stamp.nanosec)] = time.time()
+            self.done.set()
+        self.node.create_subscription(Detection2DArray, f"/{self.NAME}/detections", on_detections, qos)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        threading.Thread(target=self.executor.spin, daemon=True).start()
+        try:
+            deadline = time.monotonic() + self.start_timeout
+            while self.publisher.get_subscription_count() == 0:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"node did not start:\n{self.node_log()}")
+                time.sleep(0.05)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def node_log(self, tail=3000):
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-tail:]
+
+    def send_and_wait(self, frame, timeout=120.0):
+        """Publish one frame (stamped now) and wait for its detections; returns (sent time, round trip s)."""
+        from semseg_ros.image_codec import numpy_to_image_msg
+        msg = numpy_to_image_msg(frame, "rgb8")
+        msg.header.frame_id = "bench"
+        self.done.clear()
+        sent = time.time()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = int(sent), int((sent % 1) * 1e9)
+        self.publisher.publish(msg)
+        key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        while key not in self.arrived:
+            if not self.done.wait(timeout):
+                raise RuntimeError(f"no output within {timeout} s; node log:\n{self.node_log()}")
+            self.done.clear()
+        return sent, self.arrived[key] - sent
+
+    def node_diagnostics(self):
+        """The latest key -> value pairs of the node's /diagnostics status."""
+        return {kv.key: kv.value for m in self.diagnostics for s in m.status if self.NAME in s.name
+                for kv in s.values}
+
+    def __exit__(self, *exc):
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown()
+        return False
+
+
 def interleaved_run(config, weights, frames, threads, stream_hz=30.0, stream_seconds=0.0, device="cpu"):
     """Per frame: the bare Predictor here, then the same frame through the node (alternating, so
     both see the same load on a shared machine)."""
-
-    name = "bench_perception"
-    command = [sys.executable, "-m", "semseg_ros.node", "--ros-args", "-r", f"__node:={name}",
-               "-r", "image:=/bench/image", "-p", f"weights:={weights}", "-p",
-               f"model_config:={config}", "-p", "known_score_threshold:=0.0", "-p",
-               "unknown_score_threshold:=0.0", "-p", "process_every_frame:=false", "-p",
-               "image_qos.reliability:=reliable", "-p", f"num_threads:={threads}",
-               "-p", "diagnostics_period:=0.5", "-p", f"device:={device}"]
-    log = tempfile.TemporaryFile()
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO))
-    rclpy.init()
-    node = rclpy.create_node("bench_probe")
-    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-    publisher = node.create_publisher(Image, "/bench/image", qos)
-    arrived, diagnostics = {}, []
-    done = threading.Event()
-    node.create_subscription(Detection2DArray, f"/{name}/detections",
-                             lambda m: (arrived.__setitem__(
-                                 (m.header.stamp.sec, m.header.stamp.nanosec), time.time()),
-                                 done.set()), qos)
-    node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    try:
-        deadline = time.monotonic() + 180
-        while publisher.get_subscription_count() == 0:
-            if process.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                raise RuntimeError(f"node did not start:\n{log.read().decode()[-3000:]}")
-            time.sleep(0.05)
+    with NodeSession(config, weights, threads, device) as session:
         predictor = bare_predictor(config, weights, threads, device)
         round_trips, bare, counts = [], [], []
         for index, frame in enumerate([frames[0]] + frames):   # first frame: warm-up
@@ -147,29 +201,13 @@ def interleaved_run(config, weights, frames, threads, stream_hz=30.0, stream_sec
             if index:
                 bare.append(timed["seconds"])
                 counts.append(timed["detections"])
-            msg = numpy_to_image_msg(frame, "rgb8")
-            msg.header.frame_id = "bench"
-            done.clear()
-            sent = time.time()
-            msg.header.stamp.sec, msg.header.stamp.nanosec = int(sent), int((sent % 1) * 1e9)
-            publisher.publish(msg)
-            key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
-            while key not in arrived:
-                if not done.wait(120):
-                    raise RuntimeError("no output within 120 s")
-                done.clear()
+            _, trip = session.send_and_wait(frame)
             if index:
-                round_trips.append(arrived[key] - sent)
+                round_trips.append(trip)
         time.sleep(1.2)  # one more diagnostics period
-        values = {kv.key: kv.value for m in diagnostics for s in m.status if name in s.name
-                  for kv in s.values}
-        stream = stream_run(publisher, arrived, frames, stream_hz, stream_seconds) if stream_seconds > 0 else {}
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(30)
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+        values = session.node_diagnostics()
+        stream = (stream_run(session.publisher, session.arrived, frames, stream_hz, stream_seconds)
+                  if stream_seconds > 0 else {})
     return np.array(bare), counts, np.array(round_trips), values, stream
 
 
@@ -200,7 +238,8 @@ def stream_run(publisher, arrived, frames, hz, seconds):
     return {"input_hz": hz, "seconds": seconds, "published": len(sent), "processed": len(latencies),
             "output_fps": round((len(received) - 1) / span, 2) if len(received) > 1 else 0.0,
             "latency_p50_ms": round(float(np.median(latencies)) * 1e3, 1) if latencies else None,
-            "latency_p95_ms": round(float(np.percentile(latencies, 95)) * 1e3, 1) if latencies else None}
+            "latency_p95_ms": round(float(np.percentile(latencies, 95)) * 1e3, 1) if latencies else None,
+            "latency_max_ms": round(float(latencies[-1]) * 1e3, 1) if latencies else None}
 
 
 def main(argv=None):

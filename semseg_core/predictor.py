@@ -27,6 +27,8 @@ from .precision import AMP_DTYPES, amp_name
 
 ASSETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
 DEFAULT_WEIGHTS = os.path.join(ASSETS_DIR, "semseg_tiny_synthetic.pt")
+# TEST.COMPILE -> compile or not (None: CUDA yes, CPU no); not on/off, which YAML reads as booleans.
+COMPILE_MODES = {"auto": None, "enabled": True, "disabled": False, "cudagraphs": True}
 
 
 @dataclass
@@ -76,14 +78,17 @@ class Predictor:
 
     def __init__(self, config: Union[str, CfgNode, None] = None, weights: Optional[str] = None,
                  device: Union[str, torch.device] = "cpu", amp: Optional[str] = None,
-                 overrides: Optional[Sequence[str]] = None):
+                 overrides: Optional[Sequence[str]] = None, compile: Optional[bool] = None):
+        """amp: None = the config's TEST.AMP ("" = fp32); "fp16" / "bf16" = CUDA autocast.
+        compile: torch.compile the backbone + FPN (the fixed-shape part of the frame; the first frame compiles,
+        seconds; a second input size recompiles once with symbolic sizes). None = the config's TEST.COMPILE ("auto": on for CUDA,
+        off on the CPU, where compile time outweighs the gain; "cudagraphs": compiled and replayed as a CUDA
+        graph); True on the CPU needs a C++ compiler.
+        BENCHMARKS.md has the cost both ways."""
         from .modeling import build_model  # heavy import kept out of `import semseg_core`
 
         self.device = resolve_device(device)
         amp = None if amp is None else amp_name(amp, "amp")  # float16 | bfloat16 (fp16 | bf16 accepted)
-        if amp is not None and self.device.type != "cuda":
-            raise ValueError(f"amp={amp!r} is for CUDA devices; on {self.device} run without amp")
-        self.amp = amp
 
         if config is None and weights is None:
             weights = DEFAULT_WEIGHTS
@@ -105,6 +110,16 @@ class Predictor:
             raise ConfigError(f"INPUT.FORMAT must be 'RGB' or 'BGR', got {cfg.INPUT.FORMAT!r}")
         cfg.freeze()
         self.cfg = cfg
+        if amp is None and cfg.TEST.AMP:
+            amp = amp_name(cfg.TEST.AMP, "TEST.AMP")
+        if amp is not None and self.device.type != "cuda":
+            raise ValueError(f"amp={amp!r} (argument or TEST.AMP) is for CUDA devices; on {self.device} run "
+                             "without amp")
+        self.amp = amp
+        if cfg.TEST.COMPILE not in COMPILE_MODES:
+            raise ConfigError(f"TEST.COMPILE must be one of {sorted(COMPILE_MODES)}, got {cfg.TEST.COMPILE!r}")
+        if compile is None:
+            compile = COMPILE_MODES[cfg.TEST.COMPILE]
         self.class_names: List[str] = names
         self.input_format = cfg.INPUT.FORMAT
 
@@ -116,6 +131,13 @@ class Predictor:
         if cfg.MODEL.CHANNELS_LAST:
             model.to(memory_format=torch.channels_last)
         self.model = model.eval()
+        self.compiled = self.device.type == "cuda" if compile is None else bool(compile)  # None: "auto"
+        if self.compiled:
+            # dynamic=None (torch's automatic dynamic shapes): static kernels while the input size stays the
+            # same (a camera); when it changes (a dataset) one recompile with symbolic sizes, not one per size.
+            # "cudagraphs": also replay the backbone's kernels as one CUDA graph (mode reduce-overhead).
+            mode = "reduce-overhead" if cfg.TEST.COMPILE == "cudagraphs" else "default"
+            self.model.backbone = torch.compile(self.model.backbone, dynamic=None, mode=mode)
 
     # ---------------------------------------------------------------------------------------------------------
     def __call__(self, image: np.ndarray, color: str = "rgb", known_min_score: float = 0.0,

@@ -224,6 +224,9 @@ _C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
 _C.TEST = CfgNode()
 _C.TEST.EVAL_PERIOD = 0  # iterations between evaluations; 0 = only at the end
 _C.TEST.DETECTIONS_PER_IMAGE = 1000  # stage-2 cap before the known/unknown split (detectron2 default 100)
+# [ours] inference speed switches, read by the Predictor (its compile= / amp= arguments override them):
+_C.TEST.COMPILE = "auto"  # torch.compile backbone + FPN: "auto" (CUDA yes, CPU no) | "enabled" | "disabled" | "cudagraphs"
+_C.TEST.AMP = ""  # CUDA autocast: "" (fp32, faithful) | "fp16" | "bf16"
 
 # ------------------------------------------------------------------------------------------------------------
 # misc
