@@ -111,7 +111,10 @@ class Predictor:
         cfg.freeze()
         self.cfg = cfg
         if amp is None and cfg.TEST.AMP:
-            amp = amp_name(cfg.TEST.AMP, "TEST.AMP")
+            try:
+                amp = amp_name(cfg.TEST.AMP, "TEST.AMP")
+            except ValueError as error:
+                raise ConfigError(f"{error} ('' = float32)") from None
         if amp is not None and self.device.type != "cuda":
             raise ValueError(f"amp={amp!r} (argument or TEST.AMP) is for CUDA devices; on {self.device} run "
                              "without amp")
