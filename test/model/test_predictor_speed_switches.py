@@ -50,7 +50,7 @@ def test_bad_switch_values_are_clear_errors():
         Predictor(config=TINY_YAML, device="cpu", overrides=["TEST.COMPILE", "on"])
     with pytest.raises(ConfigError, match="TEST.AMP must be one of float16, bfloat16, fp16, bf16 .* got 'int8'"):
         Predictor(config=TINY_YAML, device="cpu", overrides=["TEST.AMP", "int8"])
-    with pytest.raises(ValueError, match=r"amp='bf16' \(argument or TEST.AMP\) is for CUDA devices"):
+    with pytest.raises(ValueError, match=r"amp='bfloat16' \(argument or TEST.AMP\) is for CUDA devices"):
         Predictor(config=TINY_YAML, device="cpu", overrides=["TEST.AMP", "bf16"])
 
 
