@@ -42,8 +42,8 @@ MAX_PLAUSIBLE_MEDIAN_M = 200.0
 class ImageDecodeError(ValueError):
     """A message whose header and data do not describe a usable image.
 
-    ``kind`` names the class of the problem ("encoding", "size", "layout", "data", "depth"): the node rate-limits
-    its log per kind, so a stream of varied rejects of one kind gives one line per second.
+    ``kind`` names the class of the problem ("encoding", "empty", "too_large", "layout", "data", "depth"): the
+    node rate-limits its log per kind, so a stream of varied rejects of one kind gives one line per second.
     """
 
     def __init__(self, message, kind="image"):
@@ -76,10 +76,10 @@ def image_msg_to_numpy(msg):
     dtype, channels = encoding_layout(encoding)
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
-        raise ImageDecodeError(f"empty image ({width}x{height}, encoding {encoding})", "size")
+        raise ImageDecodeError(f"empty image ({width}x{height}, encoding {encoding})", "empty")
     if height > MAX_SIDE or width > MAX_SIDE:
         raise ImageDecodeError(f"image size {width}x{height} exceeds the limit of {MAX_SIDE} per side",
-                               "size")
+                               "too_large")
     row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
         raise ImageDecodeError(

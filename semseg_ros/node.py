@@ -326,7 +326,7 @@ class PerceptionNode(LifecycleNode):
                 raise ImageDecodeError(
                     f"image {width}x{height} is too narrow for the model: its input resize (shorter side "
                     f"{model_input[0]}, longer side at most {model_input[1]}) leaves {new_width}x{new_height} "
-                    f"pixels", "size")
+                    f"pixels", "model_size")
         return Frame(msg.header, array, encoding, msg)
 
     def _on_depth(self, msg):
@@ -503,9 +503,13 @@ def main(argv=None):
         node.get_logger().error(f"stopping for an error: {reason}")
     else:
         node.get_logger().info("shutting down")
-    node._stop_inputs()  # stop the worker before the executor so no publish races the teardown
-    executor.shutdown(timeout_sec=5.0)
-    node.destroy_node()
+    # stop the worker before the executor so no publish races the teardown; a teardown step failing (the
+    # context may be gone already) must not turn an error stop into a traceback or a clean stop into an error
+    for step in (node._stop_inputs, lambda: executor.shutdown(timeout_sec=5.0), node.destroy_node):
+        try:
+            step()
+        except Exception as error:
+            print(f"perception_node: teardown: {type(error).__name__}: {error}", file=sys.stderr)
     rclpy.try_shutdown()
     return 0 if stopped_by_signal and not failure else 1
 
@@ -518,7 +522,7 @@ def _spin(executor, node, halt, failure):
             try:
                 executor.spin_once(timeout_sec=0.1)
             except ExternalShutdownException:
-                return
+                break
             except Exception as error:  # a callback no guard caught (e.g. inside rclpy): count, log, go on
                 node._callback_failed("executor", error)
     except BaseException as error:  # noqa: B902 - anything else ends the node, with a non-zero exit

@@ -106,6 +106,9 @@ def _type_name(value):
     return {bool: "bool", int: "integer", float: "double", str: "string"}.get(type(value), type(value).__name__)
 
 
+_ARTICLE = {bool: "a", int: "an", float: "a", str: "a"}
+
+
 def _is_double(name):
     return isinstance(SPECS[name].default, float)
 
@@ -140,7 +143,7 @@ def validate(name, value):
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if type(value) is not expected:
-        raise ParameterError(f"parameter '{name}' must be a {_type_name(spec.default)}, "
+        raise ParameterError(f"parameter '{name}' must be {_ARTICLE[expected]} {_type_name(spec.default)}, "
                              f"got {_type_name(value)} {value!r}")
     if spec.low is not None and not (spec.low <= value <= spec.high):  # NaN fails this too
         raise ParameterError(f"parameter '{name}' = {value} is outside [{spec.low}, {spec.high}]")
