@@ -518,7 +518,7 @@ def _spin(executor, node, halt, failure):
     """The executor loop, robust to a failing callback: rclpy's spin() re-raises a callback's exception and ends.
     Returns when ``halt`` is set or the context shuts down; an error that ends it is put in ``failure``."""
     try:
-        while not halt.is_set() and executor.context.ok():
+        while not halt.is_set() and node.context.ok():
             try:
                 executor.spin_once(timeout_sec=0.1)
             except ExternalShutdownException:
