@@ -6,9 +6,10 @@
 ``perception_node`` runs in a child process (latest-frame mode, best-effort input as from a camera) and gets
 640x480 frames at --hz; every --malformed-every-th message is malformed (a rotating set of the classes of
 issue 17: hostile encodings, inconsistent sizes, short data), and every --set-every-s seconds a threshold is
-changed over the parameter service. The node's resident memory (VmRSS) is sampled every --sample-s seconds;
-the slope is a least-squares line through the samples after the first --warmup-s seconds (allocator and caches
-settle), in MB per minute. The last line is a JSON summary, also with the node's frame counters at the end.
+changed over the parameter service. The node's resident memory (VmRSS) is sampled every --sample-s seconds.
+A sample taken mid-frame includes that frame's transient tensors (tens of MB up and down again), so the slope
+is a least-squares line through the floor of the memory: the minimum of each --window-s window, after the first
+--warmup-s seconds (allocator and caches settle), in MB per minute. The last line is a JSON summary, also with the node's frame counters at the end.
 A leak of one 640x480 rgb8 frame per processed frame would show as ~55 MB/min at 1 frame/s.
 """
 import argparse
@@ -63,11 +64,20 @@ def malformed(index, template):
     return msg
 
 
-def slope_mb_per_min(samples, warmup_s):
-    times = np.array([t for t, _ in samples if t >= warmup_s])
-    values = np.array([v for t, v in samples if t >= warmup_s])
-    if times.size < 3:
+def window_floor(samples, warmup_s, window_s):
+    """(window centre, minimum RSS) per ``window_s`` window of the samples after ``warmup_s``."""
+    floors = {}
+    for t, value in samples:
+        if t >= warmup_s:
+            index = int((t - warmup_s) // window_s)
+            floors[index] = min(value, floors.get(index, value))
+    return [(warmup_s + (index + 0.5) * window_s, value) for index, value in sorted(floors.items())]
+
+
+def slope_mb_per_min(points):
+    if len(points) < 3:
         return float("nan")
+    times, values = np.array(points).T
     return float(np.polyfit(times / 60.0, values, 1)[0])
 
 
@@ -89,7 +99,8 @@ def soak(config, weights, seconds, hz, malformed_every, set_every_s, sample_s, t
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO))
     rclpy.init()
     node = rclpy.create_node("soak_probe")
-    publisher = node.create_publisher(Image, "/soak/image", QoSProfile(depth=2, reliability=ReliabilityPolicy.BEST_EFFORT))
+    publisher = node.create_publisher(Image, "/soak/image",
+                                      QoSProfile(depth=2, reliability=ReliabilityPolicy.BEST_EFFORT))
     status = {}
     node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: status.update(
         {kv.key: kv.value for s in m.status if NAME in s.name for kv in s.values}), 10)
@@ -145,7 +156,8 @@ def main(argv=None):
     parser.add_argument("--hz", type=float, default=15.0)
     parser.add_argument("--malformed-every", type=int, default=10, help="every N-th message malformed (0: none)")
     parser.add_argument("--set-every-s", type=float, default=5.0)
-    parser.add_argument("--sample-s", type=float, default=5.0)
+    parser.add_argument("--sample-s", type=float, default=1.0)
+    parser.add_argument("--window-s", type=float, default=15.0)
     parser.add_argument("--warmup-s", type=float, default=60.0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json-out", default=None)
@@ -156,20 +168,24 @@ def main(argv=None):
             config, weights, args.seconds, args.hz, args.malformed_every, args.set_every_s, args.sample_s,
             args.threads)
     warmup = min(args.warmup_s, args.seconds / 3.0)
-    slope = slope_mb_per_min(samples, warmup)
+    floors = window_floor(samples, warmup, args.window_s)
+    slope = slope_mb_per_min(floors)
     counters = {key: int(status[key]) for key in ("frames_received", "frames_processed", "frames_dropped",
                                                   "frames_rejected", "frames_failed", "callback_errors")
                 if key in status}
     print(f"soak {args.seconds:.0f} s at {args.hz:.0f} Hz: {sent} messages sent, {sets} parameter sets; node "
           f"{'alive' if alive else 'DIED'}, exit code {exit_code} on SIGINT")
-    print(f"RSS {samples[0][1]:.1f} MB at start, {samples[-1][1]:.1f} MB at the end; slope after {warmup:.0f} s: "
-          f"{slope:+.2f} MB/min")
+    print(f"RSS {samples[0][1]:.1f} MB at start, {samples[-1][1]:.1f} MB at the end, {max(v for _, v in samples):.1f} "
+          f"MB peak; floor per {args.window_s:.0f} s after {warmup:.0f} s: {[round(v, 1) for _, v in floors]}; "
+          f"slope {slope:+.2f} MB/min")
     print(f"node counters: {counters}")
     emit({"benchmark": "soak", "machine": machine(args.threads), "config": Path(args.config).name,
           "weights": Path(args.weights).name if args.weights else "random", "seconds": args.seconds,
           "hz": args.hz, "malformed_every": args.malformed_every, "messages_sent": sent, "parameter_sets": sets,
           "alive_at_end": alive, "exit_code": exit_code, "rss_start_mb": round(samples[0][1], 1),
-          "rss_end_mb": round(samples[-1][1], 1), "warmup_s": warmup, "rss_slope_mb_per_min": round(slope, 3),
+          "rss_end_mb": round(samples[-1][1], 1), "rss_peak_mb": round(max(v for _, v in samples), 1),
+          "warmup_s": warmup, "window_s": args.window_s, "rss_floor_mb": [(round(t, 1), round(v, 1)) for t, v in floors],
+          "rss_slope_mb_per_min": round(slope, 3),
           "rss_samples": [(round(t, 1), round(v, 1)) for t, v in samples], "node_counters": counters},
          args.json_out)
     return 0 if alive and exit_code == 0 else 1

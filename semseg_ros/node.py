@@ -284,6 +284,7 @@ class PerceptionNode(LifecycleNode):
                 self.destroy_lifecycle_publisher(publisher)
         self._outputs = {}
         self._applied = {}
+        self._model_input = None
         self.predictor = None  # frees the weights; CUDA memory returns to torch's cache
 
     # ---- inputs (executor thread) ------------------------------------------------------------

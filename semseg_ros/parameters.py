@@ -44,7 +44,9 @@ SPECS = {
     "weights": Spec("", "Model checkpoint (.pt/.pth); empty = the embedded default tiny model."),
     "device": Spec("cpu", "Inference device: cpu, cuda or cuda:N. CUDA asked for and absent is an "
                           "error, never a silent CPU fallback."),
-    "num_threads": Spec(1, "torch CPU threads for inference (0 = torch's default); 1 is far faster when the CPU is shared with busy processes, see BENCHMARKS.md. Takes effect at the next activate.", 0, 256),
+    "num_threads": Spec(1, "torch CPU threads for inference (0 = torch's default); 1 is far faster when the CPU is "
+                           "shared with busy processes, see BENCHMARKS.md. Takes effect at the next activate.",
+                        0, 256),
     "min_size": Spec(0, "Shorter side the image is resized to for the model; 0 = model config "
                         "(INPUT.MIN_SIZE_TEST).", 0, 4096),
     "max_size": Spec(0, "Cap on the longer side after resizing; 0 = model config "
