@@ -44,14 +44,16 @@ def rss_mb(pid):
 
 
 def malformed(index, template):
-    """One malformed message of a rotating class (a copy of ``template`` with one field broken)."""
+    """The ``index``-th malformed message: a copy of ``template`` with one field broken, the class rotating. Sizes do
+    not grow with ``index``: a first version whose encodings grew with it showed step-wise RSS growth that the
+    same run with a fixed size did not (BENCHMARKS.md, soak)."""
     from sensor_msgs.msg import Image
     from std_msgs.msg import Header
     msg = Image(header=Header(stamp=template.header.stamp), height=template.height, width=template.width,
                 encoding=template.encoding, step=template.step, data=template.data)
     kind = index % 5
     if kind == 0:
-        msg.encoding = "8UC" + "7" * (100 + index % 4000)
+        msg.encoding = "8UC" + "7" * 4000
     elif kind == 1:
         msg.encoding = "32FC\u2460"
     elif kind == 2:
@@ -133,7 +135,8 @@ def soak(config, weights, seconds, hz, malformed_every, set_every_s, sample_s, t
             msg = messages[index % len(messages)]
             stamp = time.time()
             msg.header.stamp.sec, msg.header.stamp.nanosec = int(stamp), int((stamp % 1) * 1e9)
-            publisher.publish(malformed(index, msg) if malformed_every and index % malformed_every == 0 else msg)
+            broken = malformed_every and index % malformed_every == 0
+            publisher.publish(malformed(index // malformed_every, msg) if broken else msg)
             index += 1
             next_frame += 1.0 / hz
             time.sleep(max(0.0, next_frame - time.monotonic()))
