@@ -205,6 +205,7 @@ class PerceptionNode(LifecycleNode):
         except Exception as error:
             self._callback_failed("activate", error)
             self._stop_inputs()
+            super().on_deactivate(state)  # back to inactive: the publishers are disabled again
             return TransitionCallbackReturn.FAILURE
 
     def _activate(self):
