@@ -1,6 +1,6 @@
 """Nothing on the ROS graph can stop the node (issue 17): a seeded, bounded fuzz of every malformed input class
-plus random field mutations, the lifecycle services by transition id and by label, and an exit code that tells an
-error stop from a clean one. Each part ends by asserting that the node is still up and answers a valid frame.
+plus random field mutations, the lifecycle services by transition id and by label, an executor loop that outlives
+a callback's exception, and an exit code that tells an error stop from a clean one. Each part ends by asserting that the node is still up and answers a valid frame.
 
 The fuzz prints its closing figures (messages per class, crashes, frames lost uncounted).
 """
@@ -9,10 +9,13 @@ import random
 import signal
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
 import pytest
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -23,6 +26,7 @@ from vision_msgs.msg import Detection2DArray, Detection3DArray
 
 from conftest import TINY_CONFIG, NodeProcess, image_msg, test_image, wait_for, wait_until_subscribed
 from semseg_ros.image_codec import numpy_to_image_msg
+from semseg_ros.node import PerceptionNode, _spin
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -395,3 +399,35 @@ def test_a_node_that_stops_for_an_error_exits_non_zero(start_node, tiny_weights,
     log = process.log()
     assert code == 1, log[-3000:]
     assert "stopping for an error: the ROS context was shut down" in log, log[-3000:]
+
+
+def test_an_exception_no_callback_guard_caught_does_not_end_the_executor_loop():
+    """rclpy's own spin() re-raises a callback's exception and ends; the node's loop counts it and goes on."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = executor = None
+    try:
+        node = PerceptionNode("spin_loop_node", context=context)
+        ticks = []
+
+        def failing():
+            ticks.append(time.monotonic())
+            raise RuntimeError("a callback nobody guarded")
+        node.create_timer(0.05, failing)  # raw callback: nothing of the node wraps it
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        halt, failure = threading.Event(), []
+        spinner = threading.Thread(target=_spin, args=(executor, node, halt, failure), daemon=True)
+        spinner.start()
+        wait_for(lambda: len(ticks) >= 5, 30, "the failing timer to fire five times")
+        assert spinner.is_alive() and not failure
+        assert node.stats.snapshot()["callback_errors"] >= 5
+        halt.set()
+        spinner.join(5)
+        assert not spinner.is_alive() and not failure, "halted on request: not an error stop"
+    finally:
+        if executor is not None:
+            executor.shutdown()
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown(context=context)
