@@ -30,4 +30,19 @@ except ImportError:  # Humble
     from rclpy.qos_event import PublisherEventCallbacks, SubscriptionEventCallbacks
     EVENT_CALLBACKS_MODULE = "rclpy.qos_event"
 
-__all__ = ["EVENT_CALLBACKS_MODULE", "PublisherEventCallbacks", "SubscriptionEventCallbacks"]
+__all__ = ["EVENT_CALLBACKS_MODULE", "PublisherEventCallbacks", "SubscriptionEventCallbacks",
+           "add_pre_set_parameters_callback"]
+
+
+# ---- Parameter pre-set callbacks (rosnode) ------------------------------------------------------------------
+# Iron and later run ``add_pre_set_parameters_callback`` callbacks before a set, and may change the values
+# (the node coerces an integer given for a double there, so the stored value has the declared type). Humble has
+# no such stage: there the node's snapshot holds the coerced double while ``ros2 param get`` shows the integer
+# as given.
+def add_pre_set_parameters_callback(node, callback):
+    """Register ``callback`` (list of Parameter -> list of Parameter) where rclpy has the stage; True if so."""
+    register = getattr(node, "add_pre_set_parameters_callback", None)
+    if register is None:  # Humble
+        return False
+    register(callback)
+    return True

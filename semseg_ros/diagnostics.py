@@ -1,4 +1,4 @@
-"""Runtime statistics of the node and their diagnostic_msgs form."""
+"""Runtime statistics of the node, their diagnostic_msgs form, and the node's rate-limited error log."""
 import collections
 import threading
 import time
@@ -6,6 +6,42 @@ import time
 import numpy as np
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from std_msgs.msg import Header
+
+
+def printable(value, limit=64, quote=True):
+    """``value`` for one log line: control and non-ASCII characters escaped, long text cut, quoted.
+
+    Anything a peer on the graph sends (frame_id, encoding, error text built from them) goes through this, so a
+    newline cannot forge a log line and a megabyte string cannot flood the log.
+    """
+    text = value if isinstance(value, str) else str(value)
+    escaped = text[:limit].encode("unicode_escape").decode("ascii")
+    more = f"... ({len(text)} characters)" if len(text) > limit else ""
+    return f"'{escaped}'{more}" if quote else escaped + more
+
+
+class RateLimiter:
+    """At most one event per key per ``period_s``: the node logs each class of error (not each distinct text)
+    at most once a second, so a stream of varied rejects cannot flood the log while a new kind still shows."""
+
+    def __init__(self, period_s=1.0, clock=time.monotonic):
+        self._period_s = float(period_s)
+        self._clock = clock
+        self._last = {}        # key -> time of the last admitted event
+        self._held_back = collections.Counter()
+        self._lock = threading.Lock()
+
+    def admit(self, key):
+        """None while ``key`` is muted; otherwise the number of its events held back since the last admitted."""
+        now = self._clock()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self._period_s:
+                self._held_back[key] += 1
+                return None
+            self._last[key] = now
+            return self._held_back.pop(key, 0)
 
 
 class RateMeter:
@@ -93,6 +129,9 @@ def diagnostic_array(stats, stamp, node_name, device, state, extra=None):
         "frames_dropped": str(counters.get("dropped", 0)),
         "frames_rejected": str(counters.get("rejected", 0)),
         "frames_failed": str(counters.get("failed", 0)),
+        "frames_dropped_queue_full": str(counters.get("dropped_queue_full", 0)),
+        "frames_lost_in_transport": str(counters.get("lost_in_transport", 0)),
+        "callback_errors": str(counters.get("callback_errors", 0)),
         "latency_p50_ms": _ms(p50),
         "latency_p95_ms": _ms(p95),
         "inference_ms": _ms(stats.mean_inference_s()),
@@ -102,7 +141,7 @@ def diagnostic_array(stats, stamp, node_name, device, state, extra=None):
     }
     values.update(extra or {})
     status = DiagnosticStatus(name=f"{node_name}: perception", hardware_id=device)
-    if counters.get("failed", 0) or counters.get("rejected", 0):
+    if counters.get("failed", 0) or counters.get("rejected", 0) or counters.get("callback_errors", 0):
         status.level = DiagnosticStatus.WARN
         status.message = "some frames were rejected or failed; see the log"
     elif state != "active":
@@ -112,9 +151,4 @@ def diagnostic_array(stats, stamp, node_name, device, state, extra=None):
         status.level = DiagnosticStatus.OK
         status.message = "ok"
     status.values = [KeyValue(key=key, value=value) for key, value in values.items()]
-    return DiagnosticArray(header=_header(stamp), status=[status])
-
-
-def _header(stamp):
-    from std_msgs.msg import Header
-    return Header(stamp=stamp)
+    return DiagnosticArray(header=Header(stamp=stamp), status=[status])

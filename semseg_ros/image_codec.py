@@ -4,14 +4,20 @@ Reading is a zero-copy view of ``msg.data`` where the layout allows it (``np.fro
 memoryview, rows sliced by ``step``); building a message assigns ``bytes``, never a Python list
 (rclpy converts lists element by element, ~40 ms for one VGA frame).
 """
+import re
 import sys
 
 import numpy as np
 
 from sensor_msgs.msg import Image
 
+from semseg_ros.diagnostics import printable
+
 # Largest image side accepted; anything bigger is treated as a corrupt header, not a frame to allocate.
 MAX_SIDE = 16384
+# Most channels a generic encoding (e.g. 8UC3) may declare: OpenCV's CV_CN_MAX is 512, but no camera or depth
+# format uses more than 4, and a bigger count is a corrupt header.
+MAX_CHANNELS = 4
 
 _NAMED = {
     "rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "rgba8": (np.uint8, 4), "bgra8": (np.uint8, 4),
@@ -20,14 +26,29 @@ _NAMED = {
 }
 _GENERIC_DTYPES = {"8U": np.uint8, "8S": np.int8, "16U": np.uint16, "16S": np.int16,
                    "32S": np.int32, "32F": np.float32, "64F": np.float64}
+# "16UC1", "32FC3", or the type alone ("16U" = one channel). ASCII digits only, at most two of them: str.isdigit()
+# also accepts "²" and "①", and int() of thousands of digits raises a plain ValueError.
+_GENERIC_PATTERN = re.compile(r"(8U|8S|16U|16S|32S|32F|64F)(?:C([0-9]{1,2}))?")
 
 # Encodings the perception node accepts as its colour input.
 COLOR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")
 DEPTH_ENCODINGS = ("16UC1", "32FC1", "mono16")
+# Median depth (metres) of a plausible depth image: a 16UC1 image in metres has a median of a few millimetres,
+# a 32FC1 image in millimetres one of hundreds to thousands of metres.
+MIN_PLAUSIBLE_MEDIAN_M = 0.02
+MAX_PLAUSIBLE_MEDIAN_M = 200.0
 
 
 class ImageDecodeError(ValueError):
-    """A message whose header and data do not describe a usable image."""
+    """A message whose header and data do not describe a usable image.
+
+    ``kind`` names the class of the problem ("encoding", "empty", "too_large", "layout", "data", "depth"): the
+    node rate-limits its log per kind, so a stream of varied rejects of one kind gives one line per second.
+    """
+
+    def __init__(self, message, kind="image"):
+        super().__init__(message)
+        self.kind = kind
 
 
 def encoding_layout(encoding):
@@ -35,15 +56,14 @@ def encoding_layout(encoding):
     if encoding in _NAMED:
         dtype, channels = _NAMED[encoding]
         return np.dtype(dtype), channels
-    # generic form like 16UC1, 32FC3 (the "C1" may be omitted for one channel)
-    for prefix, dtype in _GENERIC_DTYPES.items():
-        if encoding.startswith(prefix):
-            rest = encoding[len(prefix):]
-            if rest == "":
-                return np.dtype(dtype), 1
-            if rest.startswith("C") and rest[1:].isdigit() and 1 <= int(rest[1:]) <= 4:
-                return np.dtype(dtype), int(rest[1:])
-    raise ImageDecodeError(f"unsupported image encoding {encoding!r}")
+    match = _GENERIC_PATTERN.fullmatch(encoding)
+    if match is None:
+        raise ImageDecodeError(f"unsupported image encoding {printable(encoding)}", "encoding")
+    channels = int(match.group(2) or 1)
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise ImageDecodeError(f"image encoding {printable(encoding)} declares {channels} channels; "
+                               f"1 to {MAX_CHANNELS} are supported", "encoding")
+    return np.dtype(_GENERIC_DTYPES[match.group(1)]), channels
 
 
 def image_msg_to_numpy(msg):
@@ -56,21 +76,23 @@ def image_msg_to_numpy(msg):
     dtype, channels = encoding_layout(encoding)
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
-        raise ImageDecodeError(f"empty image ({width}x{height}, encoding {encoding})")
+        raise ImageDecodeError(f"empty image ({width}x{height}, encoding {encoding})", "empty")
     if height > MAX_SIDE or width > MAX_SIDE:
-        raise ImageDecodeError(f"image size {width}x{height} exceeds the limit of {MAX_SIDE} per side")
+        raise ImageDecodeError(f"image size {width}x{height} exceeds the limit of {MAX_SIDE} per side",
+                               "too_large")
     row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
         raise ImageDecodeError(
-            f"step {step} is smaller than width*pixel size {row_bytes} ({width} px of {encoding})")
+            f"step {step} is smaller than width*pixel size {row_bytes} ({width} px of {encoding})", "layout")
     if step % dtype.itemsize:
-        raise ImageDecodeError(f"step {step} is not a multiple of the {dtype.itemsize}-byte sample size")
-    buffer = memoryview(msg.data)
+        raise ImageDecodeError(f"step {step} is not a multiple of the {dtype.itemsize}-byte sample size",
+                               "layout")
+    buffer = memoryview(msg.data).cast("B")
     needed = height * step
     if len(buffer) < needed:
         raise ImageDecodeError(
             f"data has {len(buffer)} bytes but {width}x{height} {encoding} with step {step} "
-            f"needs height*step = {needed}")
+            f"needs height*step = {needed}", "data")
     rows = np.frombuffer(buffer, dtype=np.uint8, count=needed).reshape(height, step)[:, :row_bytes]
     array = rows.view(dtype)
     array.flags.writeable = False  # a view of the message: consumers must not change it
@@ -94,17 +116,37 @@ def to_rgb8(array, encoding):
     if encoding == "mono8":
         return np.repeat(array[:, :, None], 3, axis=2)
     raise ImageDecodeError(
-        f"encoding {encoding!r} is not a colour input; use one of {', '.join(COLOR_ENCODINGS)}")
+        f"encoding {printable(encoding)} is not a colour input; use one of {', '.join(COLOR_ENCODINGS)}",
+        "encoding")
 
 
 def depth_to_meters(array, encoding):
-    """Float32 depth in metres from 16UC1/mono16 (millimetres) or 32FC1 (metres); 0/NaN = no depth."""
+    """Float32 depth in metres from 16UC1/mono16 (millimetres) or 32FC1 (metres); 0/NaN = no depth.
+
+    REP 118 fixes the units by encoding. A depth image in the other unit is refused (ImageDecodeError, kind
+    "depth") rather than turned into 3D boxes 1000 times too near or too far: the median valid depth must lie
+    within [MIN_PLAUSIBLE_MEDIAN_M, MAX_PLAUSIBLE_MEDIAN_M].
+    """
     if encoding in ("16UC1", "mono16"):
-        return array.astype(np.float32) * np.float32(0.001)
-    if encoding == "32FC1":
-        return array.astype(np.float32, copy=False)
-    raise ImageDecodeError(
-        f"depth encoding {encoding!r} not supported; use one of {', '.join(DEPTH_ENCODINGS)}")
+        meters = array.astype(np.float32) * np.float32(0.001)
+        unit, other = "millimetres", "metres"
+    elif encoding == "32FC1":
+        meters = array.astype(np.float32, copy=False)
+        unit, other = "metres", "millimetres"
+    else:
+        raise ImageDecodeError(f"depth encoding {printable(encoding)} not supported; use one of "
+                               f"{', '.join(DEPTH_ENCODINGS)}", "depth")
+    sample = meters[::4, ::4]  # the units are a property of the whole image: a sparse sample decides
+    with np.errstate(invalid="ignore"):
+        valid = sample[np.isfinite(sample) & (sample > 0)]
+    if valid.size:
+        median = float(np.median(valid))
+        if not MIN_PLAUSIBLE_MEDIAN_M <= median <= MAX_PLAUSIBLE_MEDIAN_M:
+            raise ImageDecodeError(
+                f"{encoding} depth is in {unit} (REP 118), but its median valid value is {median:.4g} m, "
+                f"outside [{MIN_PLAUSIBLE_MEDIAN_M}, {MAX_PLAUSIBLE_MEDIAN_M}] m: is the driver writing "
+                f"{other}?", "depth")
+    return meters
 
 
 def numpy_to_image_msg(array, encoding, header=None, msg=None):

@@ -4,9 +4,12 @@ Latest-frame mode keeps one slot: a new frame replaces a waiting one (the replac
 as dropped), and a frame is taken out of the slot before it is processed, so it is never run twice.
 Latency therefore stays bounded by about two inference times however fast the camera is.
 
-Every-frame mode keeps a bounded FIFO: when it is full, ``submit`` blocks the caller (back-pressure
-onto the subscription, and through reliable QoS onto the publisher) for up to ``block_timeout_s``;
-only if the queue stays full that long is the frame dropped and counted.
+Every-frame mode keeps a bounded FIFO of ``queue_size`` frames, processed in order. ``submit`` never
+blocks: when the FIFO is full the new frame is refused and counted (``dropped_queue_full``). Blocking the
+caller instead looks like back-pressure but is not: the caller is the node's one executor thread, and while
+it waits the middleware's subscription history (a few messages) overflows and discards frames that nobody
+can count. A publisher that wants every frame processed paces itself by the outputs (``semseg-replay``
+waits for each answer) or keeps at most ``queue_size`` frames in flight.
 """
 import collections
 import threading
@@ -14,12 +17,11 @@ import traceback
 
 
 class FrameWorker:
-    def __init__(self, process, every_frame=False, queue_size=30, block_timeout_s=10.0,
-                 on_error=None, on_start=None, name="semseg-inference"):
+    def __init__(self, process, every_frame=False, queue_size=30, on_error=None, on_start=None,
+                 name="semseg-inference"):
         self._process = process
         self._every_frame = bool(every_frame)
         self._queue_size = max(1, int(queue_size))
-        self._block_timeout_s = float(block_timeout_s)
         self._on_error = on_error
         self._on_start = on_start
         self._queue = collections.deque()
@@ -29,19 +31,25 @@ class FrameWorker:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.submitted = 0
         self.processed = 0
-        self.dropped = 0
+        self.dropped = 0             # all frames not processed: replaced (latest-frame) or refused (FIFO full)
+        self.dropped_queue_full = 0  # every-frame mode: refused because the FIFO was full
+        self.discarded_at_stop = 0   # queued when stop() was called
         self.failed = 0
 
     @property
     def every_frame(self):
         return self._every_frame
 
+    @property
+    def queue_size(self):
+        return self._queue_size
+
     def start(self):
         self._thread.start()
         return self
 
     def submit(self, frame):
-        """Hand a frame to the worker; returns False if it (or a waiting older one) was dropped."""
+        """Hand a frame to the worker without waiting; False if it (or a waiting older one) was dropped."""
         with self._cond:
             if self._stopping:
                 return False
@@ -55,11 +63,9 @@ class FrameWorker:
                 self._cond.notify_all()
                 return not replaced
             if len(self._queue) >= self._queue_size:
-                self._cond.wait_for(lambda: self._stopping or len(self._queue) < self._queue_size,
-                                    timeout=self._block_timeout_s)
-                if self._stopping or len(self._queue) >= self._queue_size:
-                    self.dropped += 1
-                    return False
+                self.dropped += 1
+                self.dropped_queue_full += 1
+                return False
             self._queue.append(frame)
             self._cond.notify_all()
             return True
@@ -74,9 +80,12 @@ class FrameWorker:
             return self._cond.wait_for(lambda: not self._queue and not self._busy, timeout=timeout)
 
     def stop(self, timeout=10.0):
-        """Stop after the frame in progress; frames still queued are discarded (not counted)."""
+        """Stop after the frame in progress; frames still queued are discarded, counted in ``dropped`` and
+        ``discarded_at_stop``."""
         with self._cond:
             self._stopping = True
+            self.discarded_at_stop += len(self._queue)
+            self.dropped += len(self._queue)
             self._queue.clear()
             self._cond.notify_all()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
@@ -85,7 +94,10 @@ class FrameWorker:
 
     def _run(self):
         if self._on_start is not None:
-            self._on_start()
+            try:
+                self._on_start()
+            except Exception as error:  # a failed set-up (thread count) is reported, frames still run
+                self._report(error)
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._stopping or self._queue)
@@ -93,14 +105,13 @@ class FrameWorker:
                     return
                 frame = self._queue.popleft()
                 self._busy = True
-                self._cond.notify_all()  # room in the queue for a blocked submitter
+                self._cond.notify_all()  # wakes wait_idle
             try:
                 self._process(frame)
                 ok = True
             except Exception as error:  # keep serving frames; report and count the failure
                 ok = False
-                if self._on_error is not None:
-                    self._on_error(error, traceback.format_exc())
+                self._report(error)
             with self._cond:
                 self._busy = False
                 if ok:
@@ -108,3 +119,11 @@ class FrameWorker:
                 else:
                     self.failed += 1
                 self._cond.notify_all()
+
+    def _report(self, error):
+        if self._on_error is None:
+            return
+        try:
+            self._on_error(error, traceback.format_exc())
+        except Exception:  # the reporter itself failing must not end the worker
+            traceback.print_exc()

@@ -76,3 +76,47 @@ def test_intrinsics_from_camera_info():
     assert Intrinsics.from_camera_info(info) == CAMERA
     with pytest.raises(ValueError, match="focal length"):
         Intrinsics.from_camera_info(CameraInfo())
+
+
+def _info(k=(FX, 0.0, CX, 0.0, FY, CY, 0.0, 0.0, 1.0), width=640, height=480):
+    info = CameraInfo(width=width, height=height)
+    info.k = list(k)
+    return info
+
+
+@pytest.mark.parametrize("info, message", [
+    (_info(k=(float("nan"), 0.0, CX, 0.0, FY, CY, 0.0, 0.0, 1.0)), "non-finite"),
+    (_info(k=(FX, 0.0, float("inf"), 0.0, FY, CY, 0.0, 0.0, 1.0)), "non-finite"),
+    (_info(k=(FX, 0.0, CX, 0.0, FY, CY, 0.0, 0.0, float("-inf"))), "non-finite"),
+    (_info(k=(1e-300, 0.0, CX, 0.0, FY, CY, 0.0, 0.0, 1.0)), "field of view"),   # 180 degrees
+    (_info(k=(1e300, 0.0, CX, 0.0, FY, CY, 0.0, 0.0, 1.0)), "field of view"),    # 0 degrees
+    (_info(k=(FX, 0.0, CX, 0.0, 5.0, CY, 0.0, 0.0, 1.0)), "vertical field of view"),
+    (_info(k=(-FX, 0.0, CX, 0.0, FY, CY, 0.0, 0.0, 1.0)), "focal length"),
+    (_info(k=(FX, 0.0, 700.0, 0.0, FY, CY, 0.0, 0.0, 1.0)), "principal point"),
+    (_info(width=0, height=0), "not a camera resolution"),
+    (_info(width=100000, height=480), "not a camera resolution"),
+])
+def test_implausible_camera_info_is_refused(info, message):
+    with pytest.raises(ValueError, match=message):
+        Intrinsics.from_camera_info(info)
+
+
+def test_field_of_view_limits():
+    # fx for a 640 px wide image at exactly 170 and 1 degrees: 320 / tan(85 deg), 320 / tan(0.5 deg)
+    wide, narrow = 320.0 / np.tan(np.radians(85.0)), 320.0 / np.tan(np.radians(0.5))
+    for fx in (wide * 1.001, narrow * 0.999):
+        Intrinsics.from_camera_info(_info(k=(fx, 0.0, CX, 0.0, FY, CY, 0.0, 0.0, 1.0)))
+    for fx in (wide * 0.99, narrow * 1.01):
+        with pytest.raises(ValueError, match="field of view"):
+            Intrinsics.from_camera_info(_info(k=(fx, 0.0, CX, 0.0, FY, CY, 0.0, 0.0, 1.0)))
+
+
+def test_a_camera_info_of_another_aspect_ratio_is_refused():
+    # a 1x1 camera_info for a 640x480 depth image: scaling it would give finite nonsense (issue 17)
+    tiny = Intrinsics(fx=0.5, fy=0.5, cx=0.5, cy=0.5, width=1, height=1)
+    label, depth = _scene(2.0)
+    with pytest.raises(ValueError, match="aspect ratio"):
+        instance_boxes_3d(label, depth, tiny)
+    label_wide = np.zeros((100, 640), np.uint16)             # a colour image of another view than the depth
+    with pytest.raises(ValueError, match="aspect ratio"):
+        instance_boxes_3d(label_wide, depth, CAMERA)

@@ -99,3 +99,49 @@ def test_depth_encoding_is_not_a_colour_input():
     array, encoding = image_msg_to_numpy(_raw_msg(np.zeros((2, 2), np.uint16), "16UC1"))
     with pytest.raises(ImageDecodeError, match="not a colour input"):
         to_rgb8(array, encoding)
+
+
+@pytest.mark.parametrize("encoding", [
+    "8UC" + "1" * 5000,          # int() of this many digits raises a plain ValueError (issue 17)
+    "8UC" + "0" * 40 + "3",
+    "8UC\u00b2", "32FC\u2460", "16UC\u0663", "8UC\uff13", "\uff18UC3",  # non-ASCII digits: ² ① ٣ ３ ８
+    "8UC0", "8UC5", "16UC99", "8UC512", "32FC-1", "8UC+3", "8UC 3", "8UC3\n", "8UC", "8UCC3", "",
+])
+def test_encodings_are_parsed_strictly(encoding):
+    msg = _raw_msg(RGB, "rgb8")
+    msg.encoding = encoding
+    with pytest.raises(ImageDecodeError) as caught:
+        image_msg_to_numpy(msg)
+    assert caught.value.kind == "encoding"
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 300, "peer text escaped and cut"
+
+
+@pytest.mark.parametrize("encoding, dtype, channels", [
+    ("8UC3", np.uint8, 3), ("16U", np.uint16, 1), ("32FC1", np.float32, 1), ("64FC4", np.float64, 4),
+    ("16SC2", np.int16, 2), ("8SC1", np.int8, 1), ("32SC3", np.int32, 3),
+])
+def test_generic_encodings_still_decode(encoding, dtype, channels):
+    shape = (3, 4, channels) if channels > 1 else (3, 4)
+    array = np.arange(np.prod(shape)).reshape(shape).astype(dtype)
+    back, got = image_msg_to_numpy(_raw_msg(array, encoding))
+    assert got == encoding
+    np.testing.assert_array_equal(back, array)
+
+
+@pytest.mark.parametrize("array, encoding, message", [
+    (np.full((8, 8), 2000.0, np.float32), "32FC1", "is the driver writing millimetres"),  # mm in a metres image
+    (np.full((8, 8), 2, np.uint16), "16UC1", "is the driver writing metres"),             # m in a mm image
+])
+def test_depth_in_the_wrong_unit_is_refused(array, encoding, message):
+    with pytest.raises(ImageDecodeError, match=message) as caught:
+        depth_to_meters(array, encoding)
+    assert caught.value.kind == "depth"
+
+
+def test_depth_with_holes_and_plausible_values_passes():
+    depth = np.full((8, 8), 1.5, np.float32)
+    depth[::2] = np.nan
+    depth[1::4] = 0.0
+    np.testing.assert_array_equal(depth_to_meters(depth, "32FC1"), depth)
+    empty = np.zeros((4, 4), np.uint16)                      # no valid pixel at all: nothing to judge, no error
+    np.testing.assert_array_equal(depth_to_meters(empty, "16UC1"), 0.0)

@@ -6,11 +6,13 @@ stamps and waits for exactly its outputs.
 import signal
 import tempfile
 import threading
+import time
 
 import numpy as np
 import pytest
 
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
@@ -202,29 +204,44 @@ def test_every_frame_mode_processes_each_frame_in_order(probe, node):
     assert diagnostics["mode"] == "every_frame" and diagnostics["frames_dropped"] == "0"
 
 
-def test_every_frame_back_pressure_loses_nothing_and_the_node_recovers(probe, tiny_weights, tmp_path):
-    """Queue of one frame: the image callback blocks while it is full (the single executor thread waits with it),
-    yet a burst far faster than the model comes out complete and in order, and diagnostics resume afterwards."""
+def test_every_frame_queue_full_drops_are_counted_and_the_node_recovers(probe, tiny_weights, tmp_path):
+    """A 50 Hz stream, far faster than the model, into a queue of two frames and a subscription history of ten
+    (200 ms of stream): the executor never waits for the model, so the history never overflows unseen (before, it
+    waited while the queue was full and the history dropped frames that no counter saw). Every frame is taken;
+    what the full queue refuses is counted, in frames_dropped and frames_dropped_queue_full; what is processed
+    comes out in order."""
     name = "backpressure_under_test"
     topic = "/backpressure_test/image"
+    frames = 40
     process = NodeProcess(name, {
         "weights": tiny_weights, "model_config": str(TINY_CONFIG), "num_threads": 1,
         "known_score_threshold": 0.0, "unknown_score_threshold": 0.0, "process_every_frame": True,
-        "queue_size": 1, "image_qos.reliability": "reliable", "image_qos.depth": 20, "diagnostics_period": 0.5,
+        "queue_size": 2, "image_qos.reliability": "reliable", "image_qos.depth": 10, "diagnostics_period": 0.5,
     }, remappings=[("image", topic)], log_dir=str(tmp_path))
     try:
-        publisher = probe.publisher(topic)
+        publisher = probe.publisher(topic, qos=QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
         detections, _ = probe.collect(Detection2DArray, f"/{name}/detections")
         diagnostics, _ = probe.collect(DiagnosticArray, "/diagnostics")
         wait_until_subscribed(probe, publisher, process)
-        stamps = [_stamp(probe) for _ in range(6)]
+        stamps = [_stamp(probe) for _ in range(frames)]
         for stamp in stamps:
             publisher.publish(image_msg(test_image(seed=3), stamp))
-        wait_for(lambda: all(_outputs_for(detections, s) for s in stamps), TIMEOUT * 2, "an output for every frame")
-        order = [m.header.stamp.sec for _, m in list(detections) if m.header.stamp.sec in {s.sec for s in stamps}]
-        assert order == [s.sec for s in stamps]
-        status = probe.latest_diagnostics(diagnostics, name)
-        assert status["frames_dropped"] == "0" and status["queued"] == "0"
+            time.sleep(0.02)
+
+        def settled():
+            status = probe.latest_diagnostics(diagnostics, name)
+            return status if status["frames_received"] == str(frames) and status["queued"] == "0" else None
+        wait_for(settled, TIMEOUT * 2, f"all {frames} frames taken and the queue empty")
+        status = settled()
+        answered = [m.header.stamp.sec for _, m in list(detections) if m.header.stamp.sec in {s.sec for s in stamps}]
+        assert answered == sorted(answered) and len(answered) == int(status["frames_processed"])
+        dropped = int(status["frames_dropped"])
+        assert dropped > 0 and dropped == int(status["frames_dropped_queue_full"]) == frames - len(answered)
+        assert status["queue_size"] == "2" and "every-frame queue full (2 frames)" in process.log()
+        # recovers: a frame sent alone is processed
+        stamp = _stamp(probe)
+        publisher.publish(image_msg(test_image(seed=4), stamp))
+        wait_for(lambda: _outputs_for(detections, stamp), TIMEOUT, "the frame after the burst")
     finally:
         exit_code = process.stop(signal.SIGINT)  # always stopped; its exit code is checked only after a pass
     assert exit_code == 0, process.log()[-3000:]

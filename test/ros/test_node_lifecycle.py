@@ -3,15 +3,20 @@ import signal
 import sys
 
 import pytest
+import rclpy
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.parameter import Parameter
 
 from vision_msgs.msg import Detection2DArray
 
 from conftest import REPO, TINY_CONFIG, image_msg, test_image, wait_for, wait_until_subscribed
+from semseg_ros.image_codec import image_msg_to_numpy
+from semseg_ros.node import Frame, PerceptionNode
 
 
 @pytest.mark.parametrize("parameters, exit_code, message", [
     ({"weights": "/nonexistent/model.pt"}, 2, "file not found: /nonexistent/model.pt"),
-    ({"device": "cuda"}, 1, "CUDA is not available"),
+    ({"device": "cuda"}, 2, "CUDA is not available"),  # validated when set, at start too
     ({"known_score_threshold": 1.5}, 2, "known_score_threshold"),
     ({"image_qos.reliability": "sometimes"}, 2, "expected one of best_effort, reliable"),
     ({"model_config": str(TINY_CONFIG)}, 1, "Pass weights:=<checkpoint .pt/.pth>, or allow_random_weights:=true"),
@@ -124,3 +129,46 @@ def test_incompatible_qos_is_reported_with_what_to_change(probe, start_node, tin
     log = node.log()
     assert "RELIABILITY" in log and "Set image_qos.reliability to match the publisher" in log
     assert node.stop(signal.SIGINT) == 0, log[-3000:]
+
+
+def test_outputs_are_lifecycle_publishers_silent_while_inactive(probe, tiny_weights):
+    """Nothing is published while the node is inactive, by rclpy's lifecycle publishers (not a flag of ours): a
+    frame processed while inactive reaches no subscriber, the next one after activate does."""
+    name = "lifecycle_publisher_node"
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = None
+    try:
+        node = PerceptionNode(name, context=context, parameter_overrides=[
+            Parameter("weights", value=tiny_weights), Parameter("model_config", value=str(TINY_CONFIG)),
+            Parameter("known_score_threshold", value=0.0), Parameter("unknown_score_threshold", value=0.0),
+            Parameter("autostart", value=False)])
+        detections, _ = probe.collect(Detection2DArray, f"/{name}/detections")
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        publisher = node._outputs["detections"]
+        wait_for(lambda: publisher.get_subscription_count() > 0, 30, "the probe to match ~/detections")
+
+        def frame(stamp_sec):
+            msg = image_msg(test_image(seed=stamp_sec % 7), probe.now())
+            msg.header.stamp.sec = stamp_sec
+            array, encoding = image_msg_to_numpy(msg)
+            return Frame(msg.header, array, encoding, msg)
+
+        node._process(frame(7001))            # inactive: the lifecycle publisher drops it
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        node._process(frame(7002))
+        wait_for(lambda: any(m.header.stamp.sec == 7002 for _, m in list(detections)), 30, "the active frame")
+        # one writer, reliable, in order: had 7001 been sent it would have arrived before 7002
+        assert [m.header.stamp.sec for _, m in list(detections)] == [7002]
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        node._process(frame(7003))
+        node.trigger_activate()
+        node._process(frame(7004))
+        wait_for(lambda: any(m.header.stamp.sec == 7004 for _, m in list(detections)), 30, "the frame after")
+        assert [m.header.stamp.sec for _, m in list(detections)] == [7002, 7004]
+        node.trigger_deactivate()
+        node.trigger_cleanup()
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown(context=context)

@@ -82,6 +82,36 @@ def test_3d_centroids_of_instances_on_a_plane_at_known_distance(probe, node):
         assert detection.bbox.size.z == pytest.approx(0.0, abs=1e-6)
 
 
+def test_no_3d_output_from_stale_intrinsics(probe, node):
+    """camera_info is matched to the image by stamp like depth (slop sync_tolerance = 1 ms here): an image whose
+    depth matches but whose newest camera_info is 2 s old gets no 3D output, counted as depth_unmatched (before:
+    the latest camera_info was used whatever its stamp)."""
+    old, now = probe.now(), probe.now()
+    old.sec -= 2
+    info = CameraInfo(width=320, height=240)
+    info.k = [FX, 0.0, CX, 0.0, FY, CY, 0.0, 0.0, 1.0]
+    info.header.stamp = old
+    depth = numpy_to_image_msg(np.full((240, 320), 2000, np.uint16), "16UC1")
+    depth.header.stamp = now
+    msg = image_msg(test_image(320, 240, seed=3), now)
+    unmatched_before = int(_diagnostics(probe, node)["depth_unmatched"])
+
+    def answered():  # best-effort input: send the three again until the 2D output shows the image arrived
+        if any(m.header.stamp == now for _, m in list(node["detections"])):
+            return True
+        node["info"].publish(info)
+        node["depth"].publish(depth)
+        node["image"].publish(msg)
+        time.sleep(1.0)
+        return False
+
+    wait_for(answered, 90, "the 2D output of the image")
+    wait_for(lambda: int(_diagnostics(probe, node)["depth_unmatched"]) > unmatched_before, 30,
+             "the unmatched 3D frame counted")
+    assert not any(m.header.stamp == now for _, m in list(node["detections_3d"]))
+    assert "no camera_info within sync_tolerance" in node["process"].log()
+
+
 def _diagnostics(probe, node):
     return probe.latest_diagnostics(node["diagnostics"], NAME)
 
