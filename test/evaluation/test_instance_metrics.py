@@ -179,7 +179,7 @@ def test_hungarian_matches_enumeration_on_random_matrices():
 
     rng = np.random.default_rng(0)
     for _ in range(200):
-        n, m = rng.integers(1, 5, size=2)
+        n, m = (int(v) for v in rng.integers(1, 5, size=2))
         cost = rng.integers(0, 9, size=(n, m)).astype(float)
         short, long_ = min(n, m), max(n, m)
         best = min(sum(cost[i, p[i]] if n <= m else cost[p[i], i] for i in range(short))
