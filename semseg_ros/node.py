@@ -31,7 +31,6 @@ from semseg_ros.image_codec import (COLOR_ENCODINGS, ImageDecodeError, depth_to_
                                     image_msg_to_numpy)
 from semseg_ros.model_loader import ModelLoadError, load_predictor
 from semseg_ros.overlay import draw_overlay
-from semseg_ros.result_filter import filter_result
 from semseg_ros.stamp_sync import StampBuffer, stamp_to_ns
 from semseg_ros.worker import FrameWorker
 
@@ -186,16 +185,9 @@ class PerceptionNode(LifecycleNode):
         else:
             image, color = frame.image, "rgb"
         params = self.params
-        # Without relabelling, the publish thresholds go into the Predictor: dropped instances get no mask pasted,
-        # and only the label image leaves the device (the per-instance masks are needed only to rebuild it).
-        prefilter = params["unknown_distance_threshold"] < 0
-        result = self.predictor(np.ascontiguousarray(image), color=color,
-                                known_min_score=params["known_score_threshold"] if prefilter else 0.0,
-                                unknown_min_score=params["unknown_score_threshold"] if prefilter else 0.0,
-                                masks=not prefilter, cross_class_nms_iou=params["cross_class_nms_iou"])
-        result = filter_result(result, params["known_score_threshold"],
-                               params["unknown_score_threshold"],
-                               params["unknown_distance_threshold"])
+        # Every test-time rule lives in the Predictor's post-processing; only the label image leaves the device.
+        result = self.predictor(np.ascontiguousarray(image), color=color, masks=False,
+                                options=parameters.postprocess_options(params))
         header = frame.header
         publishers = self._outputs
         publishers["detections"].publish(messages.detection2d_array(result, header))

@@ -13,6 +13,7 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from semseg_core.device import DeviceError, parse_device
+from semseg_core.postprocess import OUTPUT_MODES, PostprocessError, PostprocessOptions
 
 RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
 
@@ -38,18 +39,29 @@ SPECS = {
                         "(INPUT.MIN_SIZE_TEST).", 0, 4096),
     "max_size": Spec(0, "Cap on the longer side after resizing; 0 = model config "
                         "(INPUT.MAX_SIZE_TEST).", 0, 8192),
-    "known_score_threshold": Spec(0.3, "Minimum score of a known-class detection to publish.",
+    # Post-processing: the fields of semseg_core.postprocess.PostprocessOptions, one name each (README "What a
+    # planner gets"); a frame reads them all from one snapshot.
+    "output": Spec("instance_map", "instance_map: one non-overlapping instance per object, one label and one "
+                                   "confidence each (for planners). raw: the authors' output (a known and "
+                                   "unknown detections per object; overlaps in the label image), for "
+                                   "comparisons with the paper.", choices=OUTPUT_MODES, dynamic=True),
+    "known_score_threshold": Spec(0.3, "Minimum score (class probability) of a known detection to publish.",
                                   0.0, 1.0, dynamic=True),
-    "unknown_score_threshold": Spec(0.3, "Minimum score of an unknown detection to publish.",
+    "unknown_score_threshold": Spec(0.3, "Minimum score (objectness) of an unknown detection to publish.",
                                     0.0, 1.0, dynamic=True),
-    "unknown_distance_threshold": Spec(-1.0, "Known detections whose cosine distance to the nearest "
-                                             "prototype exceeds this are published as unknown; "
-                                             "-1 = the model's own decision only.", -1.0, 2.0,
-                                       dynamic=True),
-    "cross_class_nms_iou": Spec(1.0, "1.0 = publish the model's own output (the authors' rules: one object "
-                                     "can come out as a known and as unknowns). Below 1: one detection per "
-                                     "object at this box IoU, among those above the score thresholds; the "
-                                     "known label wins.", 0.0, 1.0, dynamic=True),
+    "unknown_distance_threshold": Spec(-1.0, "raw: detections whose cosine distance to the nearest prototype "
+                                             "exceeds this are unknown, the others known (-1 = the model's own "
+                                             "MODEL.DML.UNK_THR). instance_map: >= 0 also vetoes a known label "
+                                             "beyond this distance (-1 = no veto).", -1.0, 2.0, dynamic=True),
+    "max_detections": Spec(0, "At most this many detections per frame, highest first; 0 = no cap.", 0, 10000,
+                           dynamic=True),
+    "duplicate_iou": Spec(0.5, "instance_map: mask IoU above which a lower-ranked detection is the same object.",
+                          0.0, 1.0, dynamic=True),
+    "known_min_probability": Spec(0.95, "instance_map: class probability an object needs to be labelled known "
+                                        "(else unknown); the main trade-off between unknowns labelled known and "
+                                        "knowns kept (README plot).", 0.0, 1.0, dynamic=True),
+    "min_visible_fraction": Spec(0.5, "instance_map: share of its mask an instance must keep once higher-ranked "
+                                      "instances are painted.", 0.0, 1.0, dynamic=True),
     "image_qos.reliability": Spec("best_effort", "Reliability of the image/depth/camera_info "
                                   "subscriptions.", choices=tuple(RELIABILITY)),
     "image_qos.depth": Spec(2, "History depth of the input subscriptions.", 1, 1000),
@@ -70,6 +82,14 @@ SPECS = {
     "autostart": Spec(True, "Configure and activate at start (set false to drive the lifecycle from "
                             "a manager)."),
 }
+
+
+POSTPROCESS_NAMES = PostprocessOptions.field_names()  # each is a parameter of the same name (tested)
+
+
+def postprocess_options(values):
+    """The PostprocessOptions of one parameter snapshot (names are the dataclass fields)."""
+    return PostprocessOptions.from_mapping(values)
 
 
 class ParameterError(ValueError):
@@ -111,6 +131,11 @@ def validate(name, value):
     if spec.choices and value not in spec.choices:
         raise ParameterError(f"parameter '{name}' = {value!r}; expected one of "
                              f"{', '.join(spec.choices)}")
+    if name in POSTPROCESS_NAMES:
+        try:  # the dataclass holds the rule (e.g. unknown_distance_threshold is -1 or >= 0)
+            PostprocessOptions(**{name: value})
+        except PostprocessError as error:
+            raise ParameterError(f"parameter '{name}': {error}") from None
     if name == "device":
         try:
             parse_device(value, what="parameter 'device' =")

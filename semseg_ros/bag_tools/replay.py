@@ -5,8 +5,8 @@
 
 Input messages are published as the bag's raw CDR bytes on real topics (bag timing scaled by
 ``--rate``, or in ``--every-frame`` mode one image at a time, the next only after the node answered the
-previous one). The node's ``detections`` and ``instance_mask`` (and optionally ``debug_image``) are
-recorded to a new bag with their receipt time, plus one publish-time mark per input frame, for
+previous one). The node's ``detections``, ``instance_mask`` and latched ``label_info`` (and optionally
+``debug_image``) are recorded to a new bag with their receipt time, plus one publish-time mark per input frame, for
 ``semseg-score-bag``.
 """
 import argparse
@@ -27,7 +27,7 @@ from semseg_ros.bag_tools.bag_io import STORAGES, BagError, iter_messages, open_
 from semseg_ros.bag_tools.make_bag import GROUNDTRUTH_FILE, load_groundtruth
 from semseg_ros.bag_tools.node_process import NodeProcess, NodeSpec, ReplayError
 from semseg_ros.bag_tools.recording import RecordingWriter
-from semseg_ros.bag_tools.typestore import DETECTIONS_TYPE, IMAGE_TYPE
+from semseg_ros.bag_tools.typestore import DETECTIONS_TYPE, IMAGE_TYPE, LABEL_INFO_TYPE
 
 DEFAULT_NODE_NAME = "perception_node"
 
@@ -93,9 +93,10 @@ class _Recorder:
                 time.sleep(0.1)
             offered = self.node.get_publishers_info_by_topic(topic)[0].qos_profile
             reliable = offered.reliability == ReliabilityPolicy.RELIABLE
+            latched = offered.durability == DurabilityPolicy.TRANSIENT_LOCAL  # ~/label_info: sent before we came
             qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=200,
                              reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
-                             durability=DurabilityPolicy.VOLATILE)
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
             self.subscriptions.append(self.node.create_subscription(
                 message_class(msgtype), topic, lambda raw, t=topic: self._on_message(t, raw), qos, raw=True))
 
@@ -157,12 +158,15 @@ def replay(bag, out, storage: str = "sqlite3", every_frame: bool = True, rate: f
     outputs = {node_output_topic(node_name, namespace, "detections"): DETECTIONS_TYPE,
                node_output_topic(node_name, namespace, "instance_mask"): IMAGE_TYPE}
     required = list(outputs)
+    # the latched class map: score and report decode ObjectHypothesis.class_id through it
+    label_info_topic = node_output_topic(node_name, namespace, "label_info")
+    outputs[label_info_topic] = LABEL_INFO_TYPE
     if record_debug:
         outputs[node_output_topic(node_name, namespace, "debug_image")] = IMAGE_TYPE
     mode = "every_frame" if every_frame else "timed"
     custom = {"input_bag": str(bag.resolve()), "image_topic": image_topic, "mode": mode,
               "rate": str(rate), "node_name": node_name, "detections_topic": required[0],
-              "instance_mask_topic": required[1]}
+              "instance_mask_topic": required[1], "label_info_topic": label_info_topic}
 
     node_process = None
     context = rclpy.Context()

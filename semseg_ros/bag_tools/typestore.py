@@ -17,6 +17,7 @@ IMAGE_TYPE = "sensor_msgs/msg/Image"
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 HEADER_TYPE = "std_msgs/msg/Header"
 DETECTIONS_TYPE = "vision_msgs/msg/Detection2DArray"
+LABEL_INFO_TYPE = "vision_msgs/msg/LabelInfo"
 
 
 def vision_msgs_dirs() -> List[Path]:
