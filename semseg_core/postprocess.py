@@ -63,8 +63,10 @@ class PostprocessOptions:
         output: "raw" (the authors' output) or "instance_map" (one instance per object; see the module docstring).
         known_score_threshold: drop known detections / instances whose score (class probability) is below this.
         unknown_score_threshold: drop unknown detections / instances whose score (objectness) is below this.
-        unknown_distance_threshold: -1 keeps the model's own known/unknown decision (MODEL.DML.UNK_THR); >= 0: a
-            detection is unknown when its cosine distance to the nearest prototype exceeds this.
+        unknown_distance_threshold: raw output: -1 keeps the model's own known/unknown decision (MODEL.DML.UNK_THR);
+            >= 0: a detection is unknown when its cosine distance to the nearest prototype exceeds this. Instance
+            map: -1 = no distance veto (measured: the class probability alone separates better); >= 0: a known label
+            also needs its detection within this distance.
         max_detections: keep at most this many detections / instances per image (highest first); 0 = no cap.
         duplicate_iou: instance map: mask IoU above which a lower-ranked detection is a duplicate of the object.
         known_min_probability: instance map: the known-class probability an object needs to be labelled known.
@@ -108,6 +110,11 @@ class PostprocessOptions:
         if missing:
             raise PostprocessError(f"post-processing values are missing {', '.join(missing)}")
         return cls(**{name: values[name] for name in cls.field_names()})
+
+
+# What the node publishes by default (its parameter defaults are read from here): the instance map, and score
+# thresholds that leave out the weakest detections.
+PLANNER_DEFAULTS = PostprocessOptions(output="instance_map", known_score_threshold=0.3, unknown_score_threshold=0.3)
 
 
 @dataclass(frozen=True)

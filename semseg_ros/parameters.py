@@ -13,7 +13,7 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from semseg_core.device import DeviceError, parse_device
-from semseg_core.postprocess import OUTPUT_MODES, PostprocessError, PostprocessOptions
+from semseg_core.postprocess import OUTPUT_MODES, PLANNER_DEFAULTS, PostprocessError, PostprocessOptions
 
 RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
 
@@ -28,6 +28,10 @@ class Spec:
     dynamic: bool = False  # takes effect without reconfiguring
 
 
+def _postprocess_spec(name, description, low=None, high=None, choices=()):
+    return Spec(getattr(PLANNER_DEFAULTS, name), description, low, high, choices, dynamic=True)
+
+
 SPECS = {
     "model_config": Spec("", "Model config YAML; empty = the config of the weights (or the embedded "
                              "default model)."),
@@ -39,29 +43,29 @@ SPECS = {
                         "(INPUT.MIN_SIZE_TEST).", 0, 4096),
     "max_size": Spec(0, "Cap on the longer side after resizing; 0 = model config "
                         "(INPUT.MAX_SIZE_TEST).", 0, 8192),
-    # Post-processing: the fields of semseg_core.postprocess.PostprocessOptions, one name each (README "What a
-    # planner gets"); a frame reads them all from one snapshot.
-    "output": Spec("instance_map", "instance_map: one non-overlapping instance per object, one label and one "
-                                   "confidence each (for planners). raw: the authors' output (a known and "
-                                   "unknown detections per object; overlaps in the label image), for "
-                                   "comparisons with the paper.", choices=OUTPUT_MODES, dynamic=True),
-    "known_score_threshold": Spec(0.3, "Minimum score (class probability) of a known detection to publish.",
-                                  0.0, 1.0, dynamic=True),
-    "unknown_score_threshold": Spec(0.3, "Minimum score (objectness) of an unknown detection to publish.",
-                                    0.0, 1.0, dynamic=True),
-    "unknown_distance_threshold": Spec(-1.0, "raw: detections whose cosine distance to the nearest prototype "
-                                             "exceeds this are unknown, the others known (-1 = the model's own "
-                                             "MODEL.DML.UNK_THR). instance_map: >= 0 also vetoes a known label "
-                                             "beyond this distance (-1 = no veto).", -1.0, 2.0, dynamic=True),
-    "max_detections": Spec(0, "At most this many detections per frame, highest first; 0 = no cap.", 0, 10000,
-                           dynamic=True),
-    "duplicate_iou": Spec(0.5, "instance_map: mask IoU above which a lower-ranked detection is the same object.",
-                          0.0, 1.0, dynamic=True),
-    "known_min_probability": Spec(0.95, "instance_map: class probability an object needs to be labelled known "
-                                        "(else unknown); the main trade-off between unknowns labelled known and "
-                                        "knowns kept (README plot).", 0.0, 1.0, dynamic=True),
-    "min_visible_fraction": Spec(0.5, "instance_map: share of its mask an instance must keep once higher-ranked "
-                                      "instances are painted.", 0.0, 1.0, dynamic=True),
+    # Post-processing: the fields of semseg_core.postprocess.PostprocessOptions, one name each, defaults from its
+    # PLANNER_DEFAULTS (README "What a planner gets"); a frame reads them all from one snapshot.
+    "output": _postprocess_spec("output", "instance_map: one non-overlapping instance per object, one label and one "
+                                          "confidence each (for planners). raw: the authors' output (known and "
+                                          "unknown detections of one object side by side, overlapping masks), for "
+                                          "comparisons with the paper.", choices=OUTPUT_MODES),
+    "known_score_threshold": _postprocess_spec("known_score_threshold", "Minimum score (class probability) of a "
+                                                                        "known detection to publish.", 0.0, 1.0),
+    "unknown_score_threshold": _postprocess_spec("unknown_score_threshold", "Minimum score (objectness) of an "
+                                                                            "unknown detection to publish.", 0.0, 1.0),
+    "unknown_distance_threshold": _postprocess_spec(
+        "unknown_distance_threshold", "raw: detections whose cosine distance to the nearest prototype exceeds this "
+        "are unknown, the others known (-1 = the model's own MODEL.DML.UNK_THR). instance_map: >= 0 also vetoes a "
+        "known label beyond this distance (-1 = no veto).", -1.0, 2.0),
+    "max_detections": _postprocess_spec("max_detections", "At most this many detections per frame, highest first; "
+                                                          "0 = no cap.", 0, 10000),
+    "duplicate_iou": _postprocess_spec("duplicate_iou", "instance_map: mask IoU above which a lower-ranked detection "
+                                                        "is the same object.", 0.0, 1.0),
+    "known_min_probability": _postprocess_spec(
+        "known_min_probability", "instance_map: class probability an object needs to be labelled known (else "
+        "unknown); the trade-off between unknowns labelled known and knowns kept (README plot).", 0.0, 1.0),
+    "min_visible_fraction": _postprocess_spec("min_visible_fraction", "instance_map: share of its mask an instance "
+                                              "must keep once higher-ranked instances are painted.", 0.0, 1.0),
     "image_qos.reliability": Spec("best_effort", "Reliability of the image/depth/camera_info "
                                   "subscriptions.", choices=tuple(RELIABILITY)),
     "image_qos.depth": Spec(2, "History depth of the input subscriptions.", 1, 1000),

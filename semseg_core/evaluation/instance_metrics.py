@@ -298,7 +298,7 @@ def format_instance_table(columns: Mapping[str, Mapping]) -> str:
     """A text table: one row per figure, one column per output (e.g. {"raw": summary, "instance_map": ...})."""
     names = list(columns)
     width = max(len(label) for _, label, _ in FIGURES) + 2
-    lines = [f"{'':<{width}}" + "".join(f"{n:>14}" for n in names)]
+    lines = [f"{'per object':<{width}}" + "".join(f"{n:>14}" for n in names)]
     for key, label, digits in FIGURES:
         cells = []
         for n in names:

@@ -53,7 +53,7 @@ def format_summary(report: Dict) -> str:
         lines.append(f"{label:<12}" + "".join(f"{_fmt(metrics[t].get(key), digits):>10}" for t in metrics))
     lines.append("")
     if report.get("instances"):
-        lines += ["per object (published label image)", format_instance_table({"": report["instances"]}), ""]
+        lines += [format_instance_table({"published": report["instances"]}), ""]
     if lat["count"]:
         lines.append(f"latency     p50 {lat['p50_ms']:.1f} ms   p95 {lat['p95_ms']:.1f} ms   "
                      f"max {lat['max_ms']:.1f} ms   (input publish -> output receipt)")

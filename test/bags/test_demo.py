@@ -53,9 +53,9 @@ def test_demo_node_parameter_needs_name_and_value(capsys):
     from semseg_ros import demo
 
     with pytest.raises(SystemExit) as exit_info:
-        demo.main(["--param", "cross_class_nms_iou=0.5"])
+        demo.main(["--param", "output=raw"])
     assert exit_info.value.code == 2
-    assert "expected name:=value, got 'cross_class_nms_iou=0.5'" in capsys.readouterr().err
+    assert "expected name:=value, got 'output=raw'" in capsys.readouterr().err
 
 
 def test_demo_missing_weights_is_a_clear_error(tmp_path, capsys):
