@@ -41,14 +41,18 @@ from semseg_core.evaluation.model_eval import (evaluate_model, evaluate_outputs,
 CLI_DATASET_NAME = "evaluate_cli_gt"
 
 
+OUTPUT_NAMES = ("raw", "raw_published", "instance_map")
+
+
 def output_presets() -> dict:
     """The named post-processings --output chooses from (torch imported only when a model is evaluated)."""
     import dataclasses
 
     from semseg_core.postprocess import PLANNER_DEFAULTS, PostprocessOptions
 
-    return {"raw": PostprocessOptions(), "raw_published": dataclasses.replace(PLANNER_DEFAULTS, output="raw"),
-            "instance_map": PLANNER_DEFAULTS}
+    presets = {"raw": PostprocessOptions(), "raw_published": dataclasses.replace(PLANNER_DEFAULTS, output="raw"),
+               "instance_map": PLANNER_DEFAULTS}
+    return {name: presets[name] for name in OUTPUT_NAMES}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,6 +195,23 @@ def evaluate_with_model(args) -> dict:
     return all_metrics if len(jobs) > 1 else all_metrics[jobs[0][0]]
 
 
+def _is_metrics(m) -> bool:
+    return isinstance(m, dict) and ("bbox" in m or "segm" in m)
+
+
+def format_any(metrics: dict, name: str = "") -> str:
+    """The table of one output, of several outputs side by side, or of each dataset (then '== name' headers)."""
+    head = f"== {name}\n" if name else ""
+    if _is_metrics(metrics):
+        text = format_metrics_table({k: v for k, v in metrics.items() if k in ("bbox", "segm")})
+        if "instances" in metrics:
+            text += "\n\n" + format_instance_table({"": metrics["instances"]})
+        return head + text
+    if set(metrics) <= set(OUTPUT_NAMES) and all(_is_metrics(m) for m in metrics.values()):  # outputs of a dataset
+        return head + format_outputs_table(metrics)
+    return "\n".join(format_any(m, k) for k, m in metrics.items())
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -203,15 +224,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, FileNotFoundError, KeyError) as err:  # CocoFormatError, DatasetError, ConfigError ...
         print(f"error: {err}", file=sys.stderr)
         return 2
-    tables = metrics.items() if "bbox" not in metrics and "segm" not in metrics else [("", metrics)]
-    for name, m in tables:
-        if "bbox" in m or "segm" in m:
-            text = format_metrics_table({k: v for k, v in m.items() if k in ("bbox", "segm")})
-            if "instances" in m:
-                text += "\n\nper object (label image)\n" + format_instance_table({"": m["instances"]})
-        else:  # several outputs side by side
-            text = format_outputs_table(m)
-        print((f"== {name}\n" if name else "") + text)
+    print(format_any(metrics))
     print(f"\nwritten to {os.path.abspath(args.out)}: metrics.json, metrics.txt, pr_curves.png", file=sys.stderr)
     return 0
 
