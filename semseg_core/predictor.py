@@ -50,6 +50,20 @@ class Result:
         return int(self.scores.shape[0])
 
 
+@dataclass
+class RawOutput:
+    """One image's model output (device tensors, see CONTRACTS.md "Model") and the image size it refers to."""
+
+    output: dict
+    height: int
+    width: int
+
+
+def _check_batch(images) -> None:
+    if isinstance(images, np.ndarray) and images.ndim == 3:
+        raise ValueError("predict_batch takes a list of images; call the predictor directly for one image")
+
+
 def _build_cfg(config, weights: Optional[str], checkpoint: Optional[dict], overrides: Sequence[str]) -> CfgNode:
     cfg = get_cfg()
     if config is not None:
@@ -133,23 +147,34 @@ class Predictor:
             options = PostprocessOptions()
         elif not isinstance(options, PostprocessOptions):
             raise TypeError(f"options must be a PostprocessOptions, got {type(options).__name__}")
-        color = str(color).lower()
-        if color not in ("rgb", "bgr"):
-            raise ValueError(f"color must be 'rgb' or 'bgr', got {color!r}")
-        if isinstance(images, np.ndarray) and images.ndim == 3:
-            raise ValueError("predict_batch takes a list of images; call the predictor directly for one image")
+        _check_batch(images)
         if len(images) == 0:
             return []
         start = time.perf_counter()
-        inputs = [self._prepare(image, color, i) for i, image in enumerate(images)]
-        with torch.inference_mode(), self._autocast():
-            outputs = self.model(inputs)
-            results = [self._to_result(out, item["height"], item["width"], options, masks)
-                       for out, item in zip(outputs, inputs)]
+        with torch.inference_mode():
+            results = [self.result_from(raw, options, masks) for raw in self.raw_outputs(images, color)]
         per_image = (time.perf_counter() - start) / len(results)
         for r in results:
             r.inference_time_s = per_image
         return results
+
+    def raw_outputs(self, images: Sequence[np.ndarray], color: str = "rgb") -> List[RawOutput]:
+        """The model's outputs (device tensors) of a batch, before any post-processing: run the model once and
+        post-process them as often as needed with ``result_from`` (e.g. several PostprocessOptions)."""
+        color = str(color).lower()
+        if color not in ("rgb", "bgr"):
+            raise ValueError(f"color must be 'rgb' or 'bgr', got {color!r}")
+        _check_batch(images)
+        inputs = [self._prepare(image, color, i) for i, image in enumerate(images)]
+        with torch.inference_mode(), self._autocast():
+            outputs = self.model(inputs)
+        return [RawOutput(out, item["height"], item["width"]) for out, item in zip(outputs, inputs)]
+
+    def result_from(self, raw: RawOutput, options: Optional[PostprocessOptions] = None,
+                    masks: bool = True) -> Result:
+        """A Result from one raw model output under ``options`` (None = the authors' raw output)."""
+        with torch.inference_mode(), self._autocast():
+            return self._to_result(raw.output, raw.height, raw.width, options, masks)
 
     def _autocast(self):
         if self.amp is None:

@@ -153,8 +153,9 @@ def predictor_outputs(predictor, gt_json: str, image_root: str, known_category_i
         rgb = read_image(os.path.join(image_root, img["file_name"]))
         gt, gt_classes = gt_label_image(anns_of.get(img["id"], []), int(img["height"]), int(img["width"]),
                                         known_category_ids)
+        raw = predictor.raw_outputs([rgb])[0]  # the model once; each output post-processes the same detections
         for name, options in options_by_name.items():
-            result = predictor(rgb, options=options)
+            result = predictor.result_from(raw, options)
             results, evaluator = collected[name]
             results += results_to_coco(img["id"], result, known_category_ids)
             evaluator.add(result.label_image, {k + 1: int(c) for k, c in enumerate(result.class_ids)}, gt, gt_classes)
