@@ -294,10 +294,10 @@ FIGURES = (("detections_per_object", "detections per object", 2), ("empty_detect
            ("objects_F075", "objects with F >= 0.75", 3))
 
 
-def format_instance_table(columns: Mapping[str, Mapping]) -> str:
+def format_instance_table(columns: Mapping[str, Mapping], label_width: int = 0) -> str:
     """A text table: one row per figure, one column per output (e.g. {"raw": summary, "instance_map": ...})."""
     names = list(columns)
-    width = max(len(label) for _, label, _ in FIGURES) + 2
+    width = max([label_width] + [len(label) + 2 for _, label, _ in FIGURES])
     lines = [f"{'per object':<{width}}" + "".join(f"{n:>14}" for n in names)]
     for key, label, digits in FIGURES:
         cells = []

@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 from .coco_io import read_json, save_results_json
 from .conversion import results_to_coco
-from .instance_metrics import InstanceMapEvaluator, format_instance_table, gt_label_image
+from .instance_metrics import FIGURES, InstanceMapEvaluator, format_instance_table, gt_label_image
 from .open_set_eval import OpenSetEvaluator
 from .report import format_metrics_table, plot_pr_curves, save_metrics_json
 
@@ -191,7 +191,7 @@ def evaluate_outputs(predictor, gt_json: str, image_root: str, known_category_id
 def format_outputs_table(everything: dict) -> str:
     """One column per output: the open-set COCO metrics, then the per-object figures."""
     names = list(everything)
-    width = max(len(label) for _, _, label in OPEN_SET_ROWS) + 2
+    width = max(len(label) for _, label, _ in FIGURES) + 2
     lines = [f"{'':<{width}}" + "".join(f"{n:>14}" for n in names)]
     for key, iou_type, label in OPEN_SET_ROWS:
         cells = []
@@ -200,5 +200,5 @@ def format_outputs_table(everything: dict) -> str:
             cells.append("-" if value is None or value != value else
                          (f"{int(value)}" if key in ("AOSE", "num_detections") else f"{value:.2f}"))
         lines.append(f"{label:<{width}}" + "".join(f"{c:>14}" for c in cells))
-    per_object = format_instance_table({n: everything[n]["instances"] for n in names}).split("\n")[1:]
+    per_object = format_instance_table({n: everything[n]["instances"] for n in names}, width).split("\n")[1:]
     return "\n".join(lines + per_object)
