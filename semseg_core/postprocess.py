@@ -261,8 +261,6 @@ def instance_map(out: dict, height: int, width: int, options: PostprocessOptions
     device = out["boxes"].device
     objectness = out["objectness"].float()
     order = torch.argsort(objectness, descending=True, stable=True)
-    if options.max_detections:
-        order = order[: 4 * options.max_detections]  # bounds the mask IoU matrix; duplicates fill the rest
     boxes = out["boxes"].float()[order]
     probs = out["class_probs"].float()[order]
     distances = out["unknown_scores"].float()[order]
