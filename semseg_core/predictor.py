@@ -42,7 +42,7 @@ class Result:
     is_known: np.ndarray  # (N,) bool
     unknown_scores: np.ndarray  # (N,) float32: cosine distance to the nearest prototype
     masks: Optional[np.ndarray]  # (N, H, W) bool; None when the caller asked for masks=False
-    label_image: np.ndarray  # (H, W) uint16: 0 background, k = instance k-1; raw output: overlaps go to the higher score
+    label_image: np.ndarray  # (H, W) uint16: 0 background, k = instance k-1; raw: overlaps go to the higher score
     inference_time_s: float = 0.0
     extras: dict = field(default_factory=dict, repr=False)
 

@@ -28,7 +28,8 @@ from semseg_core.evaluation.coco_io import read_json  # noqa: E402
 from semseg_core.evaluation.instance_metrics import OpenSetCounts, gt_label_image, open_set_counts  # noqa: E402
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99, 0.995)
-CURVES = (("unknown_recall", "unknown found as unknown", "-"), ("unknown_labelled_known", "unknown labelled known", ":"),
+CURVES = (("unknown_recall", "unknown found as unknown", "-"),
+          ("unknown_labelled_known", "unknown labelled known", ":"),
           ("known_recall", "known found with its class", "--"))
 
 
@@ -83,8 +84,8 @@ def plot(figures: dict, path: str, chosen: float) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--set", nargs=3, action="append", required=True, metavar=("LABEL", "JSON", "IMAGE_ROOT"),
                         help="a COCO test set: its label in the plot, annotation json, image folder (repeatable)")
     parser.add_argument("--out", required=True, help="PNG to write (a .json of the figures is written next to it)")

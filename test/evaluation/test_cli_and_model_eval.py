@@ -197,3 +197,24 @@ def test_cli_puts_raw_and_instance_map_side_by_side(tiny_setup, tmp_path, capsys
     assert everything["instance_map"]["instances"]["empty_detections"] == 0
     assert cli.main([*common, "--output", "raw,panoptic", *overrides]) == 2
     assert "--output must name outputs among raw, raw_published, instance_map" in capsys.readouterr().err
+
+
+def test_tradeoff_script_writes_the_plot_and_its_figures(tmp_path, capsys):
+    """training/instance_map_tradeoff.py on two synthetic scenes with the embedded model: a PNG and the figures
+    per threshold; on these scenes the stricter threshold labels no more unknown objects known."""
+    from semseg_core.data.synthetic import generate_dataset
+
+    json_file = generate_dataset(str(tmp_path / "scenes"), num_images=2, seed=11, split="test", progress=False)
+    spec = importlib.util.spec_from_file_location("tradeoff_cli", os.path.join(REPO, "training",
+                                                                             "instance_map_tradeoff.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "tradeoff.png"
+    assert module.main(["--set", "two scenes", json_file, str(tmp_path / "scenes" / "images"), "--out", str(out),
+                        "--thresholds", "0.5,0.99"]) == 0, capsys.readouterr().err
+    assert out.stat().st_size > 1000
+    rows = json.loads((tmp_path / "tradeoff.json").read_text())["two scenes"]
+    assert [r["threshold"] for r in rows] == [0.5, 0.99]
+    assert rows[1]["unknown_labelled_known"] <= rows[0]["unknown_labelled_known"]
+    assert "unknown labelled known" in capsys.readouterr().out
+    assert module.main(["--set", "missing", str(tmp_path / "none.json"), str(tmp_path), "--out", str(out)]) == 2
