@@ -4,7 +4,8 @@
     p = Predictor(weights="model_final.pth")            # our checkpoint: its config is stored inside
     p = Predictor(config="config/models/COCO/semseg_R50_FPN_128k.yaml", weights="d2_model_final.pth",
                   device="cuda", amp="fp16", overrides=["MODEL.DML.UNK_THR", "0.1"])
-    r = p(image_rgb)                                    # or p(image_bgr, color="bgr")
+    r = p(image_rgb)                                    # or p(image_bgr, color="bgr"): the authors' raw output
+    r = p(image_rgb, options=PostprocessOptions(output="instance_map"))   # one instance per object (planner)
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from .config import CfgNode, ConfigError, get_cfg
 from .constants import UNKNOWN_ID, UNKNOWN_NAME
 from .data.transforms import resize_image_pil, resize_shortest_edge_size
 from .device import resolve_device
+from .postprocess import ModelRules, PostprocessOptions, postprocess
 from .precision import AMP_DTYPES, amp_name
 
 ASSETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
@@ -42,12 +44,26 @@ class Result:
     is_known: np.ndarray  # (N,) bool
     unknown_scores: np.ndarray  # (N,) float32: cosine distance to the nearest prototype
     masks: Optional[np.ndarray]  # (N, H, W) bool; None when the caller asked for masks=False
-    label_image: np.ndarray  # (H, W) uint16: 0 background, k = instance k-1; overlaps go to the higher score
+    label_image: np.ndarray  # (H, W) uint16: 0 background, k = instance k-1; raw: overlaps go to the higher score
     inference_time_s: float = 0.0
     extras: dict = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
+
+
+@dataclass
+class RawOutput:
+    """One image's model output (device tensors, see CONTRACTS.md "Model") and the image size it refers to."""
+
+    output: dict
+    height: int
+    width: int
+
+
+def _check_batch(images) -> None:
+    if isinstance(images, np.ndarray) and images.ndim == 3:
+        raise ValueError("predict_batch takes a list of images; call the predictor directly for one image")
 
 
 def _build_cfg(config, weights: Optional[str], checkpoint: Optional[dict], overrides: Sequence[str]) -> CfgNode:
@@ -66,11 +82,6 @@ def _build_cfg(config, weights: Optional[str], checkpoint: Optional[dict], overr
     if overrides:
         cfg.merge_from_list(list(overrides), source="Predictor overrides")
     return cfg
-
-
-def _rows(out: dict, keep: torch.Tensor, n: int) -> dict:
-    """The selected rows of every per-detection tensor of a model output (other entries as they are)."""
-    return {k: v[keep] if torch.is_tensor(v) and v.shape[:1] == (n,) else v for k, v in out.items()}
 
 
 class Predictor:
@@ -125,6 +136,7 @@ class Predictor:
             compile = COMPILE_MODES[cfg.TEST.COMPILE]
         self.class_names: List[str] = names
         self.input_format = cfg.INPUT.FORMAT
+        self.model_rules = ModelRules.from_config(cfg)  # the model's own rules, re-run by post-processing
 
         model = build_model(cfg)
         if weights is None:
@@ -143,42 +155,50 @@ class Predictor:
             self.model.backbone = torch.compile(self.model.backbone, dynamic=None, mode=mode)
 
     # ---------------------------------------------------------------------------------------------------------
-    def __call__(self, image: np.ndarray, color: str = "rgb", known_min_score: float = 0.0,
-                 unknown_min_score: float = 0.0, masks: bool = True, cross_class_nms_iou: float = 1.0) -> Result:
-        return self.predict_batch([image], color=color, known_min_score=known_min_score,
-                                  unknown_min_score=unknown_min_score, masks=masks,
-                                  cross_class_nms_iou=cross_class_nms_iou)[0]
+    def __call__(self, image: np.ndarray, color: str = "rgb", masks: bool = True,
+                 options: Optional[PostprocessOptions] = None) -> Result:
+        return self.predict_batch([image], color=color, masks=masks, options=options)[0]
 
-    def predict_batch(self, images: Sequence[np.ndarray], color: str = "rgb", known_min_score: float = 0.0,
-                      unknown_min_score: float = 0.0, masks: bool = True,
-                      cross_class_nms_iou: float = 1.0) -> List[Result]:
+    def predict_batch(self, images: Sequence[np.ndarray], color: str = "rgb", masks: bool = True,
+                      options: Optional[PostprocessOptions] = None) -> List[Result]:
         """Run one batch; each Result's inference_time_s is the batch time divided by the batch size.
 
-        known_min_score / unknown_min_score: drop known / unknown instances scoring below these before their
-        masks are pasted (a caller's publish thresholds, e.g. the node's; 0 keeps what the model returns).
-        cross_class_nms_iou < 1: then keep one instance per object (modeling.postprocess.one_detection_per_object:
-        the known label wins over other classes and over unknowns at this box IoU); 1 = the model's own output.
+        options: every test-time rule (semseg_core.postprocess.PostprocessOptions); None = the authors' raw
+        output with nothing dropped. options.output="instance_map" gives one non-overlapping instance per object.
         masks=False: Result.masks is None and only the label image leaves the device; on a GPU this saves the
         host copy of N full-frame masks (0.45x the frame time at 800x1333 on an H200, BENCHMARKS.md)."""
-        if not 0.0 <= cross_class_nms_iou <= 1.0:
-            raise ValueError(f"cross_class_nms_iou must be in [0, 1], got {cross_class_nms_iou}")
-        color = str(color).lower()
-        if color not in ("rgb", "bgr"):
-            raise ValueError(f"color must be 'rgb' or 'bgr', got {color!r}")
-        if isinstance(images, np.ndarray) and images.ndim == 3:
-            raise ValueError("predict_batch takes a list of images; call the predictor directly for one image")
+        if options is None:
+            options = PostprocessOptions()
+        elif not isinstance(options, PostprocessOptions):
+            raise TypeError(f"options must be a PostprocessOptions, got {type(options).__name__}")
+        _check_batch(images)
         if len(images) == 0:
             return []
         start = time.perf_counter()
-        inputs = [self._prepare(image, color, i) for i, image in enumerate(images)]
-        with torch.inference_mode(), self._autocast():
-            outputs = self.model(inputs)
-            results = [self._to_result(out, item["height"], item["width"], known_min_score, unknown_min_score,
-                                       masks, cross_class_nms_iou) for out, item in zip(outputs, inputs)]
+        with torch.inference_mode():
+            results = [self.result_from(raw, options, masks) for raw in self.raw_outputs(images, color)]
         per_image = (time.perf_counter() - start) / len(results)
         for r in results:
             r.inference_time_s = per_image
         return results
+
+    def raw_outputs(self, images: Sequence[np.ndarray], color: str = "rgb") -> List[RawOutput]:
+        """The model's outputs (device tensors) of a batch, before any post-processing: run the model once and
+        post-process them as often as needed with ``result_from`` (e.g. several PostprocessOptions)."""
+        color = str(color).lower()
+        if color not in ("rgb", "bgr"):
+            raise ValueError(f"color must be 'rgb' or 'bgr', got {color!r}")
+        _check_batch(images)
+        inputs = [self._prepare(image, color, i) for i, image in enumerate(images)]
+        with torch.inference_mode(), self._autocast():
+            outputs = self.model(inputs)
+        return [RawOutput(out, item["height"], item["width"]) for out, item in zip(outputs, inputs)]
+
+    def result_from(self, raw: RawOutput, options: Optional[PostprocessOptions] = None,
+                    masks: bool = True) -> Result:
+        """A Result from one raw model output under ``options`` (None = the authors' raw output)."""
+        with torch.inference_mode(), self._autocast():
+            return self._to_result(raw.output, raw.height, raw.width, options, masks)
 
     def _autocast(self):
         if self.amp is None:
@@ -218,32 +238,13 @@ class Predictor:
             tensor = resized[0].round_().clamp_(0, 255).to(torch.uint8)
         return {"image": tensor.contiguous(), "height": h, "width": w}
 
-    def _to_result(self, out: dict, height: int, width: int, known_min_score: float = 0.0,
-                   unknown_min_score: float = 0.0, return_masks: bool = True,
-                   cross_class_nms_iou: float = 1.0) -> Result:
-        from .modeling.postprocess import label_image_from_masks, one_detection_per_object, paste_masks
-
-        scores = out["scores"].float()
-        if known_min_score > 0 or unknown_min_score > 0:  # before pasting: masks only for kept instances
-            unknown = out["classes"] == UNKNOWN_ID
-            keep = torch.where(unknown, scores >= unknown_min_score, scores >= known_min_score)
-            out, scores = _rows(out, keep, len(scores)), scores[keep]
-        if cross_class_nms_iou < 1.0:  # after the thresholds: a dropped known must not remove an unknown
-            keep = one_detection_per_object(out["boxes"].float(), scores, out["classes"] == UNKNOWN_ID,
-                                            cross_class_nms_iou)
-            out, scores = _rows(out, keep, len(scores)), scores[keep]
-        order = torch.argsort(scores, descending=True, stable=True)
-        boxes = out["boxes"].float()[order]
-        n = int(order.numel())
-        if "mask_probs" in out and n > 0:
-            masks = paste_masks(out["mask_probs"][order].float(), boxes, height, width)
-        else:
-            masks = torch.zeros((n, height, width), dtype=torch.bool, device=boxes.device)
-        # First (= highest-scoring) instance covering a pixel wins; ids are 1..N in this order.
-        label_image = label_image_from_masks(masks).to(torch.uint16).cpu().numpy()
+    def _to_result(self, out: dict, height: int, width: int, options: Optional[PostprocessOptions] = None,
+                   return_masks: bool = True) -> Result:
+        instances = postprocess(out, height, width, options or PostprocessOptions(), self.model_rules, return_masks)
+        label_image = instances.label_image.to(torch.uint16).cpu().numpy()
         # One device-to-host copy for the per-instance values (class ids < 2^24 are exact in float32).
-        table = torch.cat([boxes, scores[order, None], out["classes"][order, None].float(),
-                           out["unknown_scores"][order, None].float()], dim=1).cpu().numpy()
+        table = torch.cat([instances.boxes, instances.scores[:, None], instances.classes[:, None].float(),
+                           instances.unknown_scores[:, None]], dim=1).cpu().numpy()
         class_ids = table[:, 5].astype(np.int64)
         is_known = class_ids != UNKNOWN_ID
         names = [self.class_names[c] if known else UNKNOWN_NAME for c, known in zip(class_ids.tolist(), is_known)]
@@ -254,6 +255,6 @@ class Predictor:
             class_names=names,
             is_known=is_known,
             unknown_scores=np.ascontiguousarray(table[:, 6]),
-            masks=masks.cpu().numpy() if return_masks else None,
+            masks=instances.masks.cpu().numpy() if return_masks and instances.masks is not None else None,
             label_image=label_image,
         )

@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=int, default=256, help="side of the square synthetic images (default 256)")
     parser.add_argument("--short", action="store_true", help=f"a quick run of {SHORT_FRAMES} frames (for CI)")
     parser.add_argument("--param", type=node_param, action="append", default=[], metavar="NAME:=VALUE",
-                        help="any other node parameter, e.g. cross_class_nms_iou:=0.5 (repeatable)")
+                        help="any other node parameter, e.g. output:=raw for the authors' raw output (repeatable)")
     parser.add_argument("--scenes", choices=("shapes", "tabletop"), default="shapes",
                         help="shapes (default) or tabletop: RGB-D scenes rendered from meshes, the node with "
                              "use_depth and a 3D report (needs --weights of a tabletop model)")

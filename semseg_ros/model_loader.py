@@ -17,8 +17,6 @@ def config_overrides(params):
         overrides += ["INPUT.MIN_SIZE_TEST", str(params["min_size"])]
     if params["max_size"] > 0:
         overrides += ["INPUT.MAX_SIZE_TEST", str(params["max_size"])]
-    if params["unknown_distance_threshold"] >= 0:
-        overrides += ["MODEL.DML.UNK_THR", str(params["unknown_distance_threshold"])]
     return overrides
 
 

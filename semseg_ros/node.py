@@ -41,7 +41,6 @@ from semseg_ros.image_codec import (COLOR_ENCODINGS, ImageDecodeError, depth_to_
                                     image_msg_to_numpy)
 from semseg_ros.model_loader import ModelLoadError, load_predictor
 from semseg_ros.overlay import draw_overlay
-from semseg_ros.result_filter import filter_result
 from semseg_ros.stamp_sync import StampBuffer, stamp_to_ns
 from semseg_ros.worker import FrameWorker
 
@@ -144,7 +143,16 @@ class PerceptionNode(LifecycleNode):
             self._callback_failed("set_parameters (applying)", error)
         return SetParametersResult(successful=True)
 
+    def _publish_label_info(self, params):
+        """The class map, latched; its threshold is known_score_threshold, so a change of that is re-published."""
+        self._outputs["label_info"].publish(messages.label_info(
+            self.predictor.class_names, Header(stamp=self.get_clock().now().to_msg()),
+            params["known_score_threshold"]))
+
     def _parameters_changed(self, previous, snapshot):
+        if (snapshot["known_score_threshold"] != previous["known_score_threshold"]
+                and "label_info" in self._outputs and self.predictor is not None):
+            self._publish_label_info(snapshot)
         if snapshot["diagnostics_period"] != previous["diagnostics_period"]:
             self.destroy_timer(self._diagnostics_timer)
             self._diagnostics_timer = self.create_timer(
@@ -186,9 +194,7 @@ class PerceptionNode(LifecycleNode):
                 qos_overriding_options=QoSOverridingOptions.with_default_policies())
         # Metadata, latched at configure (while still inactive): a plain publisher.
         self._outputs["label_info"] = self.create_publisher(LabelInfo, "~/label_info", latched)
-        self._outputs["label_info"].publish(messages.label_info(
-            self.predictor.class_names, Header(stamp=self.get_clock().now().to_msg()),
-            params["known_score_threshold"]))
+        self._publish_label_info(params)
         self._applied = dict(params)
         self._state = "inactive"
         self.get_logger().info(f"configured: {len(self.predictor.class_names)} known classes, "
@@ -356,16 +362,9 @@ class PerceptionNode(LifecycleNode):
         else:
             image, color = frame.image, "rgb"
         params = self.params
-        # Without relabelling, the publish thresholds go into the Predictor: dropped instances get no mask pasted,
-        # and only the label image leaves the device (the per-instance masks are needed only to rebuild it).
-        prefilter = params["unknown_distance_threshold"] < 0
-        result = self.predictor(np.ascontiguousarray(image), color=color,
-                                known_min_score=params["known_score_threshold"] if prefilter else 0.0,
-                                unknown_min_score=params["unknown_score_threshold"] if prefilter else 0.0,
-                                masks=not prefilter, cross_class_nms_iou=params["cross_class_nms_iou"])
-        result = filter_result(result, params["known_score_threshold"],
-                               params["unknown_score_threshold"],
-                               params["unknown_distance_threshold"])
+        # Every test-time rule lives in the Predictor's post-processing; only the label image leaves the device.
+        result = self.predictor(np.ascontiguousarray(image), color=color, masks=False,
+                                options=parameters.postprocess_options(params))
         header = frame.header
         publishers = self._outputs
         publishers["detections"].publish(messages.detection2d_array(result, header, params["class_id_format"]))

@@ -24,6 +24,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from semseg_core.config import ConfigError, load_config
 from semseg_core.device import DeviceError, resolve_device
 from semseg_ros.messages import CLASS_ID_FORMATS
+from semseg_core.postprocess import OUTPUT_MODES, PLANNER_DEFAULTS, PostprocessError, PostprocessOptions
 
 RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
 
@@ -37,6 +38,10 @@ class Spec:
     choices: tuple = ()
     dynamic: bool = False  # takes effect without reconfiguring
     read_only: bool = False  # given at start only (rclpy refuses a set)
+
+
+def _postprocess_spec(name, description, low=None, high=None, choices=()):
+    return Spec(getattr(PLANNER_DEFAULTS, name), description, low, high, choices, dynamic=True)
 
 
 SPECS = {
@@ -54,18 +59,29 @@ SPECS = {
                         "(INPUT.MIN_SIZE_TEST).", 0, 4096),
     "max_size": Spec(0, "Cap on the longer side after resizing; 0 = model config "
                         "(INPUT.MAX_SIZE_TEST).", 0, 8192),
-    "known_score_threshold": Spec(0.3, "Minimum score of a known-class detection to publish.",
-                                  0.0, 1.0, dynamic=True),
-    "unknown_score_threshold": Spec(0.3, "Minimum score of an unknown detection to publish.",
-                                    0.0, 1.0, dynamic=True),
-    "unknown_distance_threshold": Spec(-1.0, "Known detections whose cosine distance to the nearest "
-                                             "prototype exceeds this are published as unknown; "
-                                             "-1 = the model's own decision only.", -1.0, 2.0,
-                                       dynamic=True),
-    "cross_class_nms_iou": Spec(1.0, "1.0 = publish the model's own output (the authors' rules: one object "
-                                     "can come out as a known and as unknowns). Below 1: one detection per "
-                                     "object at this box IoU, among those above the score thresholds; the "
-                                     "known label wins.", 0.0, 1.0, dynamic=True),
+    # Post-processing: the fields of semseg_core.postprocess.PostprocessOptions, one name each, defaults from its
+    # PLANNER_DEFAULTS (README "What a planner gets"); a frame reads them all from one snapshot.
+    "output": _postprocess_spec("output", "instance_map: one non-overlapping instance per object, one label and one "
+                                          "confidence each (for planners). raw: the authors' output (known and "
+                                          "unknown detections of one object side by side, overlapping masks), for "
+                                          "comparisons with the paper.", choices=OUTPUT_MODES),
+    "known_score_threshold": _postprocess_spec("known_score_threshold", "Minimum score (class probability) of a "
+                                                                        "known detection to publish.", 0.0, 1.0),
+    "unknown_score_threshold": _postprocess_spec("unknown_score_threshold", "Minimum score (objectness) of an "
+                                                                            "unknown detection to publish.", 0.0, 1.0),
+    "unknown_distance_threshold": _postprocess_spec(
+        "unknown_distance_threshold", "raw: detections whose cosine distance to the nearest prototype exceeds this "
+        "are unknown, the others known (-1 = the model's own MODEL.DML.UNK_THR). instance_map: >= 0 also vetoes a "
+        "known label beyond this distance (-1 = no veto).", -1.0, 2.0),
+    "max_detections": _postprocess_spec("max_detections", "At most this many detections per frame, highest first; "
+                                                          "0 = no cap.", 0, 10000),
+    "duplicate_iou": _postprocess_spec("duplicate_iou", "instance_map: mask IoU above which a lower-ranked detection "
+                                                        "is the same object.", 0.0, 1.0),
+    "known_min_probability": _postprocess_spec(
+        "known_min_probability", "instance_map: class probability an object needs to be labelled known (else "
+        "unknown); the trade-off between unknowns labelled known and knowns kept (README plot).", 0.0, 1.0),
+    "min_visible_fraction": _postprocess_spec("min_visible_fraction", "instance_map: share of its mask an instance "
+                                              "must keep once higher-ranked instances are painted.", 0.0, 1.0),
     "image_qos.reliability": Spec("best_effort", "Reliability of the image/depth/camera_info "
                                   "subscriptions: the default of each topic's "
                                   "qos_overrides.<topic>.subscription.reliability, which wins when given.",
@@ -105,6 +121,13 @@ SPECS = {
 
 # Taking effect at the next activate (the others that are not dynamic: at the next configure).
 ACTIVATE_TIME = ("process_every_frame", "queue_size", "num_threads")
+
+POSTPROCESS_NAMES = PostprocessOptions.field_names()  # each is a parameter of the same name (tested)
+
+
+def postprocess_options(values):
+    """The PostprocessOptions of one parameter snapshot (names are the dataclass fields)."""
+    return PostprocessOptions.from_mapping(values)
 
 
 class ParameterError(ValueError):
@@ -159,6 +182,11 @@ def validate(name, value):
     if spec.choices and value not in spec.choices:
         raise ParameterError(f"parameter '{name}' = {value!r}; expected one of "
                              f"{', '.join(spec.choices)}")
+    if name in POSTPROCESS_NAMES:
+        try:  # the dataclass holds the rule (e.g. unknown_distance_threshold is -1 or >= 0)
+            PostprocessOptions(**{name: value})
+        except PostprocessError as error:
+            raise ParameterError(f"parameter '{name}': {error}") from None
     if name == "device":
         try:
             resolve_device(value, what="parameter 'device' =")

@@ -10,8 +10,13 @@
         MODEL.WEIGHTS out/model_final.pth
     ... --dataset NAME (default: every cfg.DATASETS.TEST) or --gt FILE --image-root DIR [--known-classes ...]
     ... --force-known   ablation: unknown decision disabled (every detection goes to its nearest known class)
+    ... --output raw,raw_published,instance_map   post-processed outputs side by side (default: raw)
 
-Writes metrics.json, metrics.txt (the table), pr_curves.png (and coco_results.json for a model) to --out.
+Writes metrics.json, metrics.txt (the table), pr_curves.png, instances.json (per-object figures) (and
+coco_results.json for a model) to --out; with several outputs one folder each plus outputs.txt (the side-by-side
+table) and outputs.json. Outputs: raw = the authors' output with nothing dropped (what the paper's AP numbers
+score); raw_published = the raw output at the node's score thresholds; instance_map = what the node publishes by
+default (one instance per object).
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ import argparse
 import contextlib
 import os
 import sys
-import time
+from functools import partial
 from typing import List, Optional, Sequence
 
 # run as a script from a checkout without `pip install`: make `semseg_core` importable
@@ -28,12 +33,30 @@ if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
 from semseg_core.evaluation import (evaluate_and_report, format_metrics_table, load_results_json,  # noqa: E402
-                                    results_to_coco, unknown_decision_disabled)
+                                    unknown_decision_disabled)
+from semseg_core import Predictor  # noqa: E402
+from semseg_core.config import load_config  # noqa: E402
 from semseg_core.data.image_io import read_image  # noqa: E402
 from semseg_core.evaluation.coco_io import CocoFormatError, read_json  # noqa: E402
-from semseg_core.evaluation.model_eval import evaluate_model  # noqa: E402,F401  (re-exported for callers)
+from semseg_core.evaluation.instance_metrics import format_instance_table  # noqa: E402
+from semseg_core.evaluation.model_eval import (evaluate_model, evaluate_outputs,  # noqa: E402,F401  (re-exported)
+                                               format_outputs_table)
 
 CLI_DATASET_NAME = "evaluate_cli_gt"
+
+
+OUTPUT_NAMES = ("raw", "raw_published", "instance_map")
+
+
+def output_presets() -> dict:
+    """The named post-processings --output chooses from (torch imported only when a model is evaluated)."""
+    import dataclasses
+
+    from semseg_core.postprocess import PLANNER_DEFAULTS, PostprocessOptions
+
+    presets = {"raw": PostprocessOptions(), "raw_published": dataclasses.replace(PLANNER_DEFAULTS, output="raw"),
+               "instance_map": PLANNER_DEFAULTS}
+    return {name: presets[name] for name in OUTPUT_NAMES}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config-file", help="model config YAML (mode b)")
     parser.add_argument("--force-known", action="store_true",
                         help="ablation: disable the unknown decision (mode b)")
+    parser.add_argument("--output", default="raw",
+                        help="mode b: comma-separated post-processed outputs to evaluate side by side: raw, "
+                             "raw_published, instance_map (default raw)")
     parser.add_argument("--iou-types", default="auto",
                         help="bbox, segm or bbox,segm; auto = segm too when every result has a mask")
     parser.add_argument("--out", required=True, help="output folder for metrics.json, metrics.txt, pr_curves.png")
@@ -112,21 +138,6 @@ def evaluate_results_file(args) -> dict:
                                title=os.path.basename(args.results), results_source=args.results)
 
 
-def predictor_results(predictor, gt_json: str, image_root: str, known_ids: Sequence[int]) -> list:
-    """Run a Predictor over every image of a COCO json; COCO results (category ids of the json)."""
-    data = read_json(gt_json, "Ground-truth annotation")
-    results = []
-    start = time.perf_counter()
-    images = data.get("images", [])
-    for n, img in enumerate(images, start=1):
-        # detectron2's read_image: PIL, EXIF orientation applied
-        result = predictor(read_image(os.path.join(image_root, img["file_name"]), "RGB", listed_in=gt_json))
-        results += results_to_coco(img["id"], result, known_ids)
-        if n % 50 == 0 or n == len(images):
-            print(f"  {n}/{len(images)} images, {(time.perf_counter() - start) / n:.3f} s/image", file=sys.stderr)
-    return results
-
-
 def _check_model_classes(predictor, gt_json: str, known_ids: Sequence[int]) -> None:
     """The model's row k must be the k-th known id of the json, or every class would be mislabelled."""
     categories = {c["id"]: str(c.get("name")) for c in read_json(gt_json, "Ground-truth annotation")["categories"]}
@@ -138,8 +149,6 @@ def _check_model_classes(predictor, gt_json: str, known_ids: Sequence[int]) -> N
 
 def evaluate_with_model(args) -> dict:
     """Mode (b): Predictor over the test images of each dataset, then evaluation."""
-    from semseg_core import Predictor
-    from semseg_core.config import load_config
 
     cfg = load_config(args.config_file, list(args.opts or []))
     predictor = Predictor(config=cfg, weights=cfg.MODEL.WEIGHTS or None, device=args.device or cfg.MODEL.DEVICE)
@@ -158,18 +167,41 @@ def evaluate_with_model(args) -> dict:
         for name in names:
             args.dataset = name
             jobs.append((name, *_gt_and_known(args, cfg)))
+    presets = output_presets()
+    wanted = _split(args.output)
+    bad = [w for w in wanted if w not in presets]
+    if not wanted or bad:
+        raise ValueError(f"--output must name outputs among {', '.join(presets)}; got {args.output!r}")
     all_metrics = {}
     for name, gt, known, image_root in jobs:
         _check_model_classes(predictor, gt, known)
         out_dir = args.out if len(jobs) == 1 else os.path.join(args.out, name)
         print(f"{name}: running the model over the images of {gt}", file=sys.stderr)
         ablation = unknown_decision_disabled(predictor.model) if args.force_known else contextlib.nullcontext()
-        with ablation:
-            results = predictor_results(predictor, gt, image_root, known)
         iou_types = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
         title = name + (" (unknown decision disabled)" if args.force_known else "")
-        all_metrics[name] = evaluate_and_report(gt, known, results, out_dir, iou_types, title=title)
+        with ablation:
+            outputs = evaluate_outputs(predictor, gt, image_root, known, {w: presets[w] for w in wanted}, out_dir,
+                                       partial(read_image, image_format="RGB", listed_in=gt), iou_types, title=title)
+        all_metrics[name] = outputs if len(outputs) > 1 else next(iter(outputs.values()))
     return all_metrics if len(jobs) > 1 else all_metrics[jobs[0][0]]
+
+
+def _is_metrics(m) -> bool:
+    return isinstance(m, dict) and ("bbox" in m or "segm" in m)
+
+
+def format_any(metrics: dict, name: str = "") -> str:
+    """The table of one output, of several outputs side by side, or of each dataset (then '== name' headers)."""
+    head = f"== {name}\n" if name else ""
+    if _is_metrics(metrics):
+        text = format_metrics_table({k: v for k, v in metrics.items() if k in ("bbox", "segm")})
+        if "instances" in metrics:
+            text += "\n\n" + format_instance_table({"": metrics["instances"]})
+        return head + text
+    if set(metrics) <= set(OUTPUT_NAMES) and all(_is_metrics(m) for m in metrics.values()):  # outputs of a dataset
+        return head + format_outputs_table(metrics)
+    return "\n".join(format_any(m, k) for k, m in metrics.items())
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -184,9 +216,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, FileNotFoundError, KeyError) as err:  # CocoFormatError, DatasetError, ConfigError ...
         print(f"error: {err}", file=sys.stderr)
         return 2
-    tables = metrics.items() if "bbox" not in metrics and "segm" not in metrics else [("", metrics)]
-    for name, m in tables:
-        print((f"== {name}\n" if name else "") + format_metrics_table(m))
+    print(format_any(metrics))
     print(f"\nwritten to {os.path.abspath(args.out)}: metrics.json, metrics.txt, pr_curves.png", file=sys.stderr)
     return 0
 

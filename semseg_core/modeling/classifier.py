@@ -52,6 +52,10 @@ class SoftmaxClassifier(nn.Module):
     def forward(self, decoded: torch.Tensor) -> torch.Tensor:
         return self.cls_score(decoded)
 
+    def known_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """R x K softmax probabilities of the known classes (the background column dropped)."""
+        return F.softmax(logits, dim=-1)[:, : self.num_classes]
+
     def loss(self, logits: torch.Tensor, gt_classes: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Cross-entropy over all sampled ROIs (background = num_classes), mean reduction."""
         if logits.numel() == 0:
@@ -73,7 +77,7 @@ class SoftmaxClassifier(nn.Module):
         unk_rows = unk_rows[keep]
         unk_scores = objectness[unk_rows]
         # Known set: class probability only (not multiplied by objectness); per-class NMS; top-k.
-        probs = F.softmax(logits, dim=-1)[:, : self.num_classes]
+        probs = self.known_probabilities(logits)
         candidate = (~unknown)[:, None] & (probs > self.known_score_thresh)
         rows, classes = torch.nonzero(candidate, as_tuple=True)
         scores = probs[rows, classes]

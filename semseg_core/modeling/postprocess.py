@@ -3,7 +3,6 @@ from typing import Dict
 
 import torch
 from torch.nn import functional as F
-from torchvision.ops import box_iou, nms
 
 from .box_regression import clip_boxes, nonempty
 
@@ -83,20 +82,3 @@ def label_image_from_masks(masks: torch.Tensor) -> torch.Tensor:
     rank = torch.arange(n, 0, -1, dtype=dtype, device=masks.device).view(n, 1, 1)
     best = (masks.to(dtype) * rank).amax(dim=0).to(torch.int32)
     return torch.where(best > 0, (n + 1) - best, torch.zeros((), dtype=torch.int32, device=masks.device))
-
-
-def one_detection_per_object(boxes: torch.Tensor, scores: torch.Tensor, is_unknown: torch.Tensor,
-                             iou_thresh: float) -> torch.Tensor:
-    """Indices (known ones first, by score) that leave one detection per object; not in the authors' method,
-    which runs NMS only inside each known class and inside the unknown set.
-
-    A known detection suppresses knowns of other classes with a lower class probability, then every unknown
-    detection that overlaps a kept known one, at box IoU > iou_thresh. The known label wins because the two
-    scores are not comparable (class probability vs sqrt(IoU x centerness)) and it says more about the object.
-    Meant after the caller's score thresholds: a known detection below them must not remove an unknown one."""
-    known = torch.nonzero(~is_unknown, as_tuple=True)[0]
-    unknown = torch.nonzero(is_unknown, as_tuple=True)[0]
-    known = known[nms(boxes[known], scores[known], iou_thresh)]
-    if len(known) and len(unknown):
-        unknown = unknown[box_iou(boxes[unknown], boxes[known]).amax(dim=1) <= iou_thresh]
-    return torch.cat([known, unknown])

@@ -282,10 +282,14 @@ class OpenSetROIHeads(nn.Module):
         embeddings, decoded = self.embedding(feats)
         d_min, _ = self.embedding.min_distance(embeddings)
         unknown = self.embedding.is_unknown(d_min)
-        keep, final_scores, classes, is_unknown = self.classifier.select(boxes, scores, self.classifier(decoded), unknown)
+        logits = self.classifier(decoded)
+        keep, final_scores, classes, is_unknown = self.classifier.select(boxes, scores, logits, unknown)
         classes = torch.where(is_unknown, torch.full_like(classes, UNKNOWN_ID), classes)
+        # objectness and class_probs (every row, known or unknown) let post-processing re-take the known/unknown
+        # decision at another distance threshold and rank both sets by one comparable number.
         return {"boxes": boxes[keep], "scores": final_scores, "classes": classes.to(torch.int64),
-                "unknown_scores": d_min[keep], "embeddings": embeddings[keep]}
+                "unknown_scores": d_min[keep], "embeddings": embeddings[keep], "objectness": scores[keep],
+                "class_probs": self.classifier.known_probabilities(logits[keep])}
 
     def forward(self, features: Dict[str, torch.Tensor], proposals: List[Proposals],
                 image_sizes: List[Tuple[int, int]], targets: Optional[List[Dict[str, torch.Tensor]]] = None

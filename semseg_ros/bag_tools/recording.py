@@ -1,18 +1,23 @@
-"""What `replay` records and `score` reads: the layout of an output bag.
+"""What `replay` records and `score` / `report` read: the layout of an output bag, and its frames decoded.
 
 The recording holds the node's outputs exactly as received (raw CDR, log time = receipt time, wall
 clock ns) plus one ``std_msgs/Header`` per replayed input frame on `SENT_TOPIC` (header stamp = the
 frame's stamp, log time = when it was published), so latency needs no clock shared with the bag.
-``custom_data`` names the input bag and the topics, so `score` needs only the recording's path. The node's
-latched ``~/label_info`` is recorded too: it decodes the detections' numeric class ids.
+``custom_data`` names the input bag and the topics, so `score` needs only the recording's path.
+The node's latched ``~/label_info`` (when recorded; topic in ``custom_data["label_info_topic"]``) decodes
+``ObjectHypothesis.class_id``: the numeric id that its ``class_map`` names; a class name is accepted as well.
 """
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
+import numpy as np
+
+from semseg_core.constants import UNKNOWN_NAME
 from semseg_ros.bag_tools.bag_io import RELIABLE_QOS, BagError, custom_data, iter_messages, open_reader, open_writer
-from semseg_ros.bag_tools.typestore import HEADER_TYPE, LABEL_INFO_TYPE, bag_typestore
-from semseg_ros.messages import class_map
+from semseg_ros.bag_tools.typestore import (DETECTIONS_TYPE, HEADER_TYPE, IMAGE_TYPE, LABEL_INFO_TYPE,
+                                            bag_typestore)
+from semseg_ros.image_codec import image_msg_to_numpy
 
 SENT_TOPIC = "/semseg_replay/sent"
 
@@ -36,7 +41,7 @@ class Recording:
     detections: Dict[int, Output] = field(default_factory=dict)  # frame stamp -> first answer
     masks: Dict[int, Output] = field(default_factory=dict)
     duplicates: int = 0                                           # answers seen twice for one stamp
-    class_names_by_id: Dict[int, str] = field(default_factory=dict)  # the node's LabelInfo.class_map
+    class_map: Optional[Dict[int, str]] = None                    # the recorded LabelInfo: id -> class name
 
     @property
     def input_bag(self) -> Optional[str]:
@@ -89,11 +94,13 @@ def load_recording(path, detections_topic: Optional[str] = None,
                 raise BagError(f"recording {path} has no topic {topic!r} (topics in it: "
                                f"{', '.join(sorted(topics)) or 'none'})")
         recording = Recording(Path(path), custom)
-        label_topic = custom.get("label_info_topic")
-        wanted = [c for c in reader.connections if c.topic in (det_topic, mask_topic, SENT_TOPIC, label_topic)]
+        info_topic = custom.get("label_info_topic")
+        wanted = [c for c in reader.connections if c.topic in (det_topic, mask_topic, SENT_TOPIC, info_topic)]
         for connection, log_time, raw in iter_messages(reader, wanted):
-            if connection.topic == label_topic:  # latched; the last one received wins
-                recording.class_names_by_id = class_map(store.deserialize_cdr(raw, LABEL_INFO_TYPE))
+            if connection.topic == info_topic:
+                if recording.class_map is None:  # latched: the node publishes it once per configure
+                    info = store.deserialize_cdr(raw, LABEL_INFO_TYPE)
+                    recording.class_map = {int(c.class_id): str(c.class_name) for c in info.class_map}
                 continue
             if connection.topic == SENT_TOPIC:
                 header = store.deserialize_cdr(raw, "std_msgs/msg/Header")
@@ -112,3 +119,61 @@ def load_recording(path, detections_topic: Optional[str] = None,
 
 def answered_stamps(recording: Recording) -> List[int]:
     return sorted(set(recording.detections) & set(recording.masks))
+
+
+def class_name_of(class_id: str, class_map: Optional[Dict[int, str]], where: str) -> str:
+    """The class name of an ``ObjectHypothesis.class_id``: a decimal id is looked up in the recorded LabelInfo's
+    class_map; anything else is taken as the class name itself."""
+    text = str(class_id).strip()
+    if not text.isdigit():
+        return text
+    if class_map is None:
+        raise BagError(f"{where}: class_id {text!r} is a numeric id, but the recording holds no LabelInfo to "
+                       f"decode it (record the node's ~/label_info, as semseg-replay does)")
+    if int(text) not in class_map:
+        raise BagError(f"{where}: class_id {text} is not in the recorded LabelInfo class_map "
+                       f"(ids {sorted(class_map)})")
+    return class_map[int(text)]
+
+
+@dataclass
+class FrameOutput:
+    """One answered frame, decoded: what the overlay and the evaluators need."""
+    stamp_ns: int
+    boxes_cxcywh: np.ndarray   # N x 4
+    scores: np.ndarray
+    class_names: List[str]     # decoded: a known class name or "unknown"
+    instance_ids: List[int]
+    label_image: np.ndarray    # H x W uint16
+
+    @property
+    def is_known(self) -> np.ndarray:
+        return np.array([name != UNKNOWN_NAME for name in self.class_names], bool)
+
+    @property
+    def boxes(self) -> np.ndarray:
+        """xyxy, for drawing."""
+        c = self.boxes_cxcywh
+        return np.stack([c[:, 0] - c[:, 2] / 2, c[:, 1] - c[:, 3] / 2,
+                         c[:, 0] + c[:, 2] / 2, c[:, 1] + c[:, 3] / 2], axis=1) if len(c) else np.zeros((0, 4))
+
+
+def decode_frame(recording: Recording, stamp: int) -> FrameOutput:
+    store = bag_typestore()
+    det_msg = store.deserialize_cdr(recording.detections[stamp].raw, DETECTIONS_TYPE)
+    mask_msg = store.deserialize_cdr(recording.masks[stamp].raw, IMAGE_TYPE)
+    label, encoding = image_msg_to_numpy(mask_msg)
+    if encoding not in ("mono16", "16UC1"):
+        raise BagError(f"instance mask at stamp {stamp} has encoding {encoding!r}, expected mono16")
+    boxes, scores, names, ids = [], [], [], []
+    for det in det_msg.detections:
+        if not det.results:
+            raise BagError(f"detection {det.id!r} at stamp {stamp} has no hypothesis")
+        hypothesis = det.results[0].hypothesis
+        boxes.append([det.bbox.center.position.x, det.bbox.center.position.y, det.bbox.size_x, det.bbox.size_y])
+        scores.append(hypothesis.score)
+        names.append(class_name_of(hypothesis.class_id, recording.class_map,
+                                   f"detection {det.id!r} at stamp {stamp}"))
+        ids.append(int(det.id))
+    return FrameOutput(stamp, np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores, np.float64),
+                       names, ids, label)

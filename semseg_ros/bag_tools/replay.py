@@ -5,8 +5,8 @@
 
 Input messages are published as the bag's raw CDR bytes on real topics (bag timing scaled by
 ``--rate``, or in ``--every-frame`` mode one image at a time, the next only after the node answered the
-previous one). The node's ``detections`` and ``instance_mask`` (and optionally ``debug_image``) are
-recorded to a new bag with their receipt time, plus one publish-time mark per input frame, for
+previous one). The node's ``detections``, ``instance_mask`` and latched ``label_info`` (and optionally
+``debug_image``) are recorded to a new bag with their receipt time, plus one publish-time mark per input frame, for
 ``semseg-score-bag``.
 """
 import argparse

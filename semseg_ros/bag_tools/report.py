@@ -1,7 +1,7 @@
 """The report folder of a scored recording: report.json, summary.md and PNG plots, plus the overlay
 frames (shared with the demo's video).
 
-    report.json            metrics (bbox/segm), frame accounting, latency percentiles, throughput, counts
+    report.json            metrics (bbox/segm), per-object figures, frame accounting, latency, throughput, counts
     summary.md             the same for people, with the plots inline
     latency_histogram.png  input publish -> output receipt
     per_class_ap.png       AP_k per known class (segm and bbox)
@@ -16,8 +16,8 @@ import cv2
 import numpy as np
 
 from semseg_ros.bag_tools.bag_io import connections_for, iter_messages, open_reader
-from semseg_ros.bag_tools.recording import answered_stamps, header_stamp_ns
-from semseg_ros.bag_tools.score import FrameOutput, decode_frame
+from semseg_core.evaluation.instance_metrics import format_instance_table
+from semseg_ros.bag_tools.recording import FrameOutput, answered_stamps, decode_frame, header_stamp_ns
 from semseg_ros.bag_tools.typestore import IMAGE_TYPE, bag_typestore
 from semseg_ros.image_codec import image_msg_to_numpy, to_rgb8
 from semseg_ros.overlay import draw_overlay
@@ -52,6 +52,8 @@ def format_summary(report: Dict) -> str:
         digits = 0 if key == "AOSE" else 2
         lines.append(f"{label:<12}" + "".join(f"{_fmt(metrics[t].get(key), digits):>10}" for t in metrics))
     lines.append("")
+    if report.get("instances"):
+        lines += [format_instance_table({"published": report["instances"]}), ""]
     if lat["count"]:
         lines.append(f"latency     p50 {lat['p50_ms']:.1f} ms   p95 {lat['p95_ms']:.1f} ms   "
                      f"max {lat['max_ms']:.1f} ms   (input publish -> output receipt)")
@@ -183,6 +185,11 @@ def summary_markdown(report: Dict) -> str:
     keys = [k for k, v in next(iter(report["metrics"].values())).items() if not isinstance(v, dict)]
     for key in keys:
         lines.append(f"| {key} | " + " | ".join(_fmt(m.get(key)) for m in report["metrics"].values()) + " |")
+    if report.get("instances"):
+        lines += ["", "## Per object (the published label image)", "",
+                  "Each ground-truth object's best-overlapping published instance; Overlap / Boundary P/R/F after "
+                  "one-to-one (Hungarian) matching, means over frames (as UOIS-Net / UCN / UOAIS report them).", "",
+                  "```", format_instance_table({"published": report["instances"]}), "```"]
     lines += ["", "Frames without an answer count as frames with no detections.", "",
               "## Latency", ""]
     if lat["count"]:

@@ -4,73 +4,29 @@
 
 Each answered frame's Detection2DArray + mono16 label image (matched by header stamp) is turned into
 COCO results and evaluated with the open-set evaluator over *every* frame of the input bag, so a frame
-the node never answered counts as one with no detections. Latency is input publish -> output receipt
+the node never answered counts as one with no detections. The label images are also scored per object
+(Overlap / Boundary P/R/F after one-to-one matching, objects with F >= 0.75, known / unknown objects found
+and mislabelled, detections per object, detections without pixels). class_id is decoded through the
+recorded ~/label_info (numeric ids) or taken as a class name. Latency is input publish -> output receipt
 (the later of the two outputs); throughput is answered frames over the time from the first publish to
 the last answer.
 """
 import argparse
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from semseg_core.constants import UNKNOWN_ID, UNKNOWN_NAME
 from semseg_core.evaluation import OpenSetEvaluator, results_from_label_image
+from semseg_core.evaluation.instance_metrics import InstanceMapEvaluator, gt_label_image
 from semseg_ros.bag_tools.bag_io import BagError
 from semseg_ros.bag_tools.make_bag import load_groundtruth
-from semseg_ros.bag_tools.recording import Recording, answered_stamps, load_recording
-from semseg_ros.bag_tools.typestore import DETECTIONS_TYPE, IMAGE_TYPE, bag_typestore
-from semseg_ros.image_codec import image_msg_to_numpy
-from semseg_ros.messages import class_name
+from semseg_ros.bag_tools.recording import Recording, answered_stamps, decode_frame, load_recording
+from semseg_ros.bag_tools.report import format_summary, write_report
 
-UNKNOWN_NAME = "unknown"
 LATENCY_PERCENTILES = (50, 90, 95, 99)
-
-
-@dataclass
-class FrameOutput:
-    """One answered frame, decoded: what the overlay and the evaluator need."""
-    stamp_ns: int
-    boxes_cxcywh: np.ndarray   # N x 4
-    scores: np.ndarray
-    class_names: List[str]
-    instance_ids: List[int]
-    label_image: np.ndarray    # H x W uint16
-
-    @property
-    def is_known(self) -> np.ndarray:
-        return np.array([name != UNKNOWN_NAME for name in self.class_names], bool)
-
-    @property
-    def boxes(self) -> np.ndarray:
-        """xyxy, for drawing."""
-        c = self.boxes_cxcywh
-        return np.stack([c[:, 0] - c[:, 2] / 2, c[:, 1] - c[:, 3] / 2,
-                         c[:, 0] + c[:, 2] / 2, c[:, 1] + c[:, 3] / 2], axis=1) if len(c) else np.zeros((0, 4))
-
-
-def decode_frame(recording: Recording, stamp: int) -> FrameOutput:
-    store = bag_typestore()
-    det_msg = store.deserialize_cdr(recording.detections[stamp].raw, DETECTIONS_TYPE)
-    mask_msg = store.deserialize_cdr(recording.masks[stamp].raw, IMAGE_TYPE)
-    label, encoding = image_msg_to_numpy(mask_msg)
-    if encoding not in ("mono16", "16UC1"):
-        raise BagError(f"instance mask at stamp {stamp} has encoding {encoding!r}, expected mono16")
-    boxes, scores, names, ids = [], [], [], []
-    for det in det_msg.detections:
-        if not det.results:
-            raise BagError(f"detection {det.id!r} at stamp {stamp} has no hypothesis")
-        hypothesis = det.results[0].hypothesis
-        boxes.append([det.bbox.center.position.x, det.bbox.center.position.y, det.bbox.size_x, det.bbox.size_y])
-        scores.append(hypothesis.score)
-        try:
-            names.append(class_name(hypothesis.class_id, recording.class_names_by_id))
-        except ValueError as error:
-            raise BagError(f"detection {det.id!r} at stamp {stamp}: {error}") from None
-        ids.append(int(det.id))
-    return FrameOutput(stamp, np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores, np.float64),
-                       names, ids, label)
 
 
 def coco_results(recording: Recording, groundtruth: Dict) -> List[dict]:
@@ -91,6 +47,38 @@ def coco_results(recording: Recording, groundtruth: Dict) -> List[dict]:
             raise BagError(f"frame at stamp {stamp} (image {image_of_stamp[stamp]}): {error}; the node's "
                            f"classes must be the ground truth's known classes {names}") from error
     return results
+
+
+def instance_metrics(recording: Recording, groundtruth: Dict) -> Dict:
+    """Per-object figures of the published label images (semseg_core.evaluation.instance_metrics) over every
+    frame of the ground truth; a frame without an answer counts as one with nothing found."""
+    coco = groundtruth["coco"]
+    names = groundtruth["known_class_names"]
+    anns_of: Dict[int, list] = {}
+    for ann in coco["annotations"]:
+        anns_of.setdefault(ann["image_id"], []).append(ann)
+    size_of = {im["id"]: (im["height"], im["width"]) for im in coco["images"]}
+    answered = set(answered_stamps(recording))
+    evaluator = InstanceMapEvaluator()
+    for frame in groundtruth["frames"]:
+        height, width = size_of[frame["image_id"]]
+        gt, gt_classes = gt_label_image(anns_of.get(frame["image_id"], []), height, width,
+                                        groundtruth["known_category_ids"])
+        if frame["stamp_ns"] in answered:
+            out = decode_frame(recording, frame["stamp_ns"])
+            if out.label_image.shape != gt.shape:
+                raise BagError(f"frame at stamp {frame['stamp_ns']}: label image {out.label_image.shape} but the "
+                               f"image is {gt.shape}")
+            unknown = [name for name in out.class_names if name != UNKNOWN_NAME and name not in names]
+            if unknown:
+                raise BagError(f"frame at stamp {frame['stamp_ns']}: classes {sorted(set(unknown))} are not the "
+                               f"ground truth's known classes {names}")
+            classes = {i: (names.index(name) if name != UNKNOWN_NAME else UNKNOWN_ID)
+                       for i, name in zip(out.instance_ids, out.class_names)}
+            evaluator.add(out.label_image, classes, gt, gt_classes)
+        else:
+            evaluator.add(np.zeros_like(gt), {}, gt, gt_classes)
+    return evaluator.summary()
 
 
 def timing(recording: Recording, groundtruth: Dict) -> Dict:
@@ -156,6 +144,7 @@ def score_recording(recording_path, input_bag=None, groundtruth_path=None, detec
         "metrics": metrics,
         "detections": detection_counts(results, groundtruth),
         "ground_truth": {"known": evaluator.num_known_gt, "unknown": evaluator.num_unknown_gt},
+        "instances": instance_metrics(recording, groundtruth),
     }
     report.update(timing(recording, groundtruth))
     report["_recording"], report["_groundtruth"], report["_results"] = recording, groundtruth, results
@@ -181,8 +170,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from semseg_ros.bag_tools.report import format_summary, write_report
-
     args = build_parser().parse_args(argv)
     try:
         report = score_recording(args.recording, args.input_bag, args.groundtruth, args.detections_topic,

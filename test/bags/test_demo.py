@@ -1,5 +1,6 @@
 """`semseg-demo --short` end to end, run as a user runs it (a child process): it exits 0, prints the
-one-screen summary, and leaves a readable overlay video and a report that parses."""
+one-screen summary with the per-object figures of the published instance map, and leaves a readable overlay
+video and a report that parses."""
 import json
 import subprocess
 import sys
@@ -19,7 +20,7 @@ def test_demo_short_end_to_end(tmp_path):
     run = subprocess.run(command, capture_output=True, text=True, timeout=380)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     for text in ("AP_k", "AR_unk@100", "AOSE", "latency", "p95", f"{SHORT_FRAMES}/{SHORT_FRAMES} answered",
-                 "known", "unknown"):
+                 "known", "unknown", "detections per object", "unknown objects labelled known", "Boundary F"):
         assert text in run.stdout, text
 
     report = json.loads((out / "report" / "report.json").read_text())
@@ -27,6 +28,11 @@ def test_demo_short_end_to_end(tmp_path):
     assert set(report["metrics"]) == {"bbox", "segm"}
     assert report["latency"]["count"] == SHORT_FRAMES and report["latency"]["p50_ms"] > 0
     assert (out / "report" / "summary.md").is_file()
+    # the node's default output is the instance map: every published detection owns pixels of the label image
+    figures = report["instances"]
+    assert figures["images"] == SHORT_FRAMES and figures["empty_detections"] == 0
+    assert figures["detections"] == report["detections"]["known"] + report["detections"]["unknown"]
+    assert 0.0 <= figures["unknown_labelled_known"] <= 1.0 and 0.0 < figures["overlap_f"] <= 1.0
 
     video = cv2.VideoCapture(str(out / "overlay.mp4"))
     frames = 0
@@ -50,9 +56,9 @@ def test_demo_node_parameter_needs_name_and_value(capsys):
     from semseg_ros import demo
 
     with pytest.raises(SystemExit) as exit_info:
-        demo.main(["--param", "cross_class_nms_iou=0.5"])
+        demo.main(["--param", "output=raw"])
     assert exit_info.value.code == 2
-    assert "expected name:=value, got 'cross_class_nms_iou=0.5'" in capsys.readouterr().err
+    assert "expected name:=value, got 'output=raw'" in capsys.readouterr().err
 
 
 def test_demo_missing_weights_is_a_clear_error(tmp_path, capsys):

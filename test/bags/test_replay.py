@@ -18,8 +18,7 @@ from semseg_ros.bag_tools.make_bag import load_groundtruth, make_bag
 from semseg_ros.bag_tools.recording import load_recording
 from semseg_ros.bag_tools.replay import NodeSpec, ReplayError, replay
 from semseg_ros.bag_tools.score import score_recording
-from semseg_ros.parameters import SPECS
-from semseg_ros.result_filter import filter_result
+from semseg_ros.parameters import SPECS, postprocess_options
 
 NUM_FRAMES = 30
 
@@ -61,11 +60,11 @@ def test_score_equals_offline_predictor(replayed, tiny_weights):
     gt = load_groundtruth(bag)
     torch.set_num_threads(1)  # same as the node: identical float results
     predictor = Predictor(weights=tiny_weights)
-    known_min, unknown_min = SPECS["known_score_threshold"].default, SPECS["unknown_score_threshold"].default
+    options = postprocess_options({name: spec.default for name, spec in SPECS.items()})  # the node's defaults
     offline = []
     for frame in gt["frames"]:
         bgr = cv2.imread(str(coco_json.parent / "images" / frame["file_name"]))
-        result = filter_result(predictor(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)), known_min, unknown_min)
+        result = predictor(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), options=options)
         offline += results_to_coco(frame["image_id"], result, gt["known_category_ids"])
     assert len(offline) > 0, "the random-weight model is expected to detect something"
     expected = OpenSetEvaluator(gt["coco"], gt["known_category_ids"]).evaluate(offline)

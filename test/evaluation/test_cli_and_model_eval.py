@@ -166,3 +166,55 @@ def test_cli_evaluates_a_model_through_the_predictor(tiny_setup, tmp_path, capsy
     # a model whose classes are not the json's known classes is refused with both lists in the message
     assert cli.main([*common, "--known-ids", "1,2", "--out", str(tmp_path / "bad"), *overrides]) == 2
     assert "are not the known classes of" in capsys.readouterr().err
+
+
+def test_cli_puts_raw_and_instance_map_side_by_side(tiny_setup, tmp_path, capsys):
+    """--output raw,instance_map: one folder per output, each with the open-set metrics and the per-object figures,
+    and the side-by-side table; the instance map lists no detection without pixels."""
+    from semseg_core.checkpoint import save_checkpoint
+    from semseg_core.data import get_dataset_meta
+
+    cfg, model = tiny_setup
+    weights = save_checkpoint(str(tmp_path / "tiny.pth"), model, cfg)
+    meta = get_dataset_meta("eval_test_tiny", cfg)
+    common = ["--config-file", os.path.join(REPO, "config/models/Synthetic/semseg_tiny.yaml"),
+              "--gt", meta["json_file"], "--image-root", meta["image_root"], "--out", str(tmp_path / "both")]
+    overrides = ["MODEL.WEIGHTS", weights, "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "128"]
+    cli = load_cli_module()
+    assert cli.main([*common, "--output", "raw,instance_map", *overrides]) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    for text in ("AP_k (segm)", "AOSE (segm)", "AR_unk@100 (segm)", "Boundary F", "raw", "instance_map"):
+        assert text in printed, text
+    table = (tmp_path / "both" / "outputs.txt").read_text()
+    assert "unknown objects labelled known" in table and "objects with F >= 0.75" in table
+    everything = json.loads((tmp_path / "both" / "outputs.json").read_text())
+    assert set(everything) == {"raw", "instance_map"}
+    for name in everything:
+        results = json.loads((tmp_path / "both" / name / "coco_results.json").read_text())
+        assert everything[name]["segm"]["num_detections"] == len(results)
+        figures = json.loads((tmp_path / "both" / name / "instances.json").read_text())
+        assert figures["detections"] == len(results) and figures["images"] == 3
+    assert everything["instance_map"]["instances"]["empty_detections"] == 0
+    assert cli.main([*common, "--output", "raw,panoptic", *overrides]) == 2
+    assert "--output must name outputs among raw, raw_published, instance_map" in capsys.readouterr().err
+
+
+def test_tradeoff_script_writes_the_plot_and_its_figures(tmp_path, capsys):
+    """training/instance_map_tradeoff.py on two synthetic scenes with the embedded model: a PNG and the figures
+    per threshold; on these scenes the stricter threshold labels no more unknown objects known."""
+    from semseg_core.data.synthetic import generate_dataset
+
+    json_file = generate_dataset(str(tmp_path / "scenes"), num_images=2, seed=11, split="test", progress=False)
+    spec = importlib.util.spec_from_file_location("tradeoff_cli", os.path.join(REPO, "training",
+                                                                             "instance_map_tradeoff.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "tradeoff.png"
+    assert module.main(["--set", "two scenes", json_file, str(tmp_path / "scenes" / "images"), "--out", str(out),
+                        "--thresholds", "0.5,0.99"]) == 0, capsys.readouterr().err
+    assert out.stat().st_size > 1000
+    rows = json.loads((tmp_path / "tradeoff.json").read_text())["two scenes"]
+    assert [r["threshold"] for r in rows] == [0.5, 0.99]
+    assert rows[1]["unknown_labelled_known"] <= rows[0]["unknown_labelled_known"]
+    assert "unknown labelled known" in capsys.readouterr().out
+    assert module.main(["--set", "missing", str(tmp_path / "none.json"), str(tmp_path), "--out", str(out)]) == 2

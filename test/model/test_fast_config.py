@@ -124,8 +124,8 @@ def test_gpu_benchmark_script_fails_clearly_without_cuda():
 def test_min_scores_drop_instances_before_pasting(monkeypatch):
     """Publish thresholds given to the Predictor: dropped instances are never pasted; the kept ones, their
     masks and the label image equal the full result filtered afterwards."""
+    from semseg_core import postprocess
     from semseg_core.constants import UNKNOWN_ID
-    from semseg_core.modeling import postprocess
 
     with pytest.warns(UserWarning, match="randomly initialised"):
         predictor = Predictor(config=os.path.join(MODELS, "Synthetic", "semseg_tiny.yaml"))
@@ -139,7 +139,8 @@ def test_min_scores_drop_instances_before_pasting(monkeypatch):
     original = postprocess.paste_masks
     monkeypatch.setattr(postprocess, "paste_masks", lambda m, *a, **k: pasted.append(len(m)) or original(m, *a, **k))
     full = predictor._to_result(dict(out), 64, 72)
-    kept = predictor._to_result(dict(out), 64, 72, known_min_score=0.5, unknown_min_score=0.3)
+    kept = predictor._to_result(dict(out), 64, 72, postprocess.PostprocessOptions(known_score_threshold=0.5,
+                                                                                   unknown_score_threshold=0.3))
     unknown = full.class_ids == UNKNOWN_ID
     expect = np.where(unknown, full.scores >= 0.3, full.scores >= 0.5)
     assert pasted == [n, int(expect.sum())] and 0 < expect.sum() < n

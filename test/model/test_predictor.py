@@ -10,6 +10,7 @@ from semseg_core.checkpoint import save_checkpoint
 from semseg_core.config import ConfigError, load_config
 from semseg_core.constants import UNKNOWN_ID
 from semseg_core.device import DeviceError
+from semseg_core.postprocess import PostprocessOptions
 
 torch.set_num_threads(2)
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -95,25 +96,17 @@ def test_masks_false_keeps_everything_but_the_mask_stack(predictor):
     assert lean.class_names == full.class_names
 
 
-def test_cross_class_nms_leaves_one_instance_per_object(predictor):
-    """cross_class_nms_iou < 1 (ours): after the score thresholds, the known label wins over another class and
-    over an unknown on the same object; a known below the threshold removes nothing; 1.0 = the model's output."""
-    full = torch.ones(1, 28, 28)
-    out = {  # one object read as class 0 (0.8), class 1 (0.6) and unknown (0.7); an unknown with a weak known
-        "boxes": torch.tensor([[10.0, 10, 50, 40], [10.0, 10, 50, 40], [11.0, 10, 51, 40],
-                               [80.0, 10, 120, 40], [80.0, 10, 120, 40]]),
-        "scores": torch.tensor([0.8, 0.6, 0.7, 0.9, 0.1]),
-        "classes": torch.tensor([0, 1, UNKNOWN_ID, UNKNOWN_ID, 2]),
-        "unknown_scores": torch.tensor([0.01, 0.02, 0.5, 0.6, 0.03]),
-        "mask_probs": torch.stack([full] * 5),
-    }
-    faithful = predictor._to_result(out, 60, 128, known_min_score=0.3, unknown_min_score=0.3)
-    assert faithful.class_names == ["unknown", "box", "unknown", "disc"]
-    one = predictor._to_result(out, 60, 128, known_min_score=0.3, unknown_min_score=0.3, cross_class_nms_iou=0.5)
-    assert one.class_names == ["unknown", "box"] and one.scores.tolist() == pytest.approx([0.9, 0.8])
-    assert set(np.unique(one.label_image)) == {0, 1, 2}
-    with pytest.raises(ValueError, match="cross_class_nms_iou"):
-        predictor(_image(), cross_class_nms_iou=1.5)
+def test_options_choose_the_output(predictor):
+    """PostprocessOptions reach the post-processing: raw (default, the authors' output) vs the instance map; a
+    wrong type is a clear error. The rules themselves are tested in test_postprocess.py."""
+    img = _image()
+    raw = predictor(img)
+    assert len(raw) == len(predictor(img, options=PostprocessOptions()))
+    imap = predictor(img, options=PostprocessOptions(output="instance_map"))
+    assert (imap.masks.sum(axis=0) <= 1).all(), "instance map: no pixel in two instances"
+    assert all(imap.masks[k].any() for k in range(len(imap))), "instance map: every instance has pixels"
+    with pytest.raises(TypeError, match="options must be a PostprocessOptions"):
+        predictor(img, options={"output": "raw"})
 
 
 def test_unk_thr_override_reaches_the_model():

@@ -1,9 +1,7 @@
-"""Result -> messages, node-side thresholds and the debug overlay (no DDS traffic)."""
-import dataclasses
+"""Result -> messages and the debug overlay (no DDS traffic)."""
 from dataclasses import dataclass, field
 
 import numpy as np
-import pytest
 
 from std_msgs.msg import Header
 
@@ -11,7 +9,6 @@ from semseg_ros import messages
 from semseg_ros.depth import Box3D
 from semseg_ros.image_codec import image_msg_to_numpy
 from semseg_ros.overlay import draw_overlay
-from semseg_ros.result_filter import filter_result, label_image_from_masks
 
 
 @dataclass
@@ -28,6 +25,14 @@ class FakeResult:  # the Result contract's fields (CONTRACTS.md), for pure-funct
     extra: dict = field(default_factory=dict)
 
 
+def _paint(masks):
+    """uint16 label image, value k = instance k-1; the earlier (higher-scoring) instance wins overlaps."""
+    label = np.zeros(masks.shape[1:], np.uint16)
+    for index in range(len(masks) - 1, -1, -1):
+        label[masks[index]] = index + 1
+    return label
+
+
 def _result():
     masks = np.zeros((3, 40, 60), bool)
     masks[0, 5:20, 5:30] = True
@@ -38,7 +43,7 @@ def _result():
                       class_ids=np.array([2, 1000, 0]), class_names=["ring", "unknown", "box"],
                       is_known=np.array([True, False, True]),
                       unknown_scores=np.array([0.01, 0.5, 0.3], np.float32), masks=masks,
-                      label_image=label_image_from_masks(masks, 40, 60))
+                      label_image=_paint(masks))
 
 
 def test_label_image_higher_score_wins_overlaps():
@@ -104,33 +109,6 @@ def test_detection3d_uses_instance_ids():
     named = messages.detection3d_array(result, boxes, Header(frame_id="cam"), class_id_format="name")
     assert named.detections[0].results[0].hypothesis.class_id == "box"
     assert detection.bbox.center.position.z == 2.0 and detection.bbox.size.x == 0.3
-
-
-def test_filter_removes_low_scores_and_rebuilds_the_label_image():
-    result = filter_result(_result(), known_min_score=0.5, unknown_min_score=0.7)
-    assert result.class_names == ["ring"]
-    assert set(np.unique(result.label_image)) == {0, 1}
-    # instance 1 kept, its pixels unchanged
-    np.testing.assert_array_equal(result.label_image == 1, _result().masks[0])
-
-
-def test_filter_keeps_everything_when_thresholds_allow():
-    original = _result()
-    assert filter_result(original, 0.0, 0.0) is original
-
-
-def test_filter_without_masks_says_what_to_do():
-    lean = dataclasses.replace(_result(), masks=None)
-    assert filter_result(lean, 0.0, 0.0) is lean  # nothing removed: the label image stands as it is
-    with pytest.raises(ValueError, match="masks=True"):
-        filter_result(lean, known_min_score=0.5, unknown_min_score=0.7)
-
-
-def test_unknown_distance_relabels_far_knowns():
-    result = filter_result(_result(), 0.0, 0.0, unknown_distance=0.1)
-    assert result.class_names == ["ring", "unknown", "unknown"]
-    assert list(result.class_ids) == [2, 1000, 1000]
-    np.testing.assert_array_equal(result.label_image, _result().label_image)
 
 
 def test_overlay_draws_known_and_unknown_differently():

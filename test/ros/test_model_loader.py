@@ -16,12 +16,15 @@ def test_defaults_leave_the_model_config_alone():
     assert config_overrides(_params()) == []
 
 
-def test_size_and_distance_parameters_reach_the_model(tiny_weights):
+def test_size_parameters_reach_the_model_and_the_distance_stays_in_postprocessing(tiny_weights):
+    """The unknown distance is a post-processing option (each frame, both ways), never baked into the model."""
     params = _params(weights=tiny_weights, model_config=str(TINY_CONFIG), min_size=128,
                      unknown_distance_threshold=0.2)
-    assert config_overrides(params) == ["INPUT.MIN_SIZE_TEST", "128", "MODEL.DML.UNK_THR", "0.2"]
+    assert config_overrides(params) == ["INPUT.MIN_SIZE_TEST", "128"]
     predictor = load_predictor(params)
-    assert predictor.cfg.INPUT.MIN_SIZE_TEST == 128 and predictor.cfg.MODEL.DML.UNK_THR == pytest.approx(0.2)
+    assert predictor.cfg.INPUT.MIN_SIZE_TEST == 128
+    assert predictor.cfg.MODEL.DML.UNK_THR == pytest.approx(load_predictor(_params(
+        weights=tiny_weights, model_config=str(TINY_CONFIG))).cfg.MODEL.DML.UNK_THR)
 
 
 def test_missing_weights_file_is_named(tmp_path):

@@ -31,6 +31,7 @@ def node(probe, tiny_weights):
     process = NodeProcess(NAME, {
         "weights": tiny_weights, "model_config": str(TINY_CONFIG),
         "known_score_threshold": 0.0, "unknown_score_threshold": 0.0,
+        "output": "raw",  # the random-weight model's masks are mostly empty: the instance map would list none
         "image_qos.reliability": "reliable", "image_qos.depth": 10,
         "process_every_frame": True, "diagnostics_period": 0.5, "num_threads": 1,
     }, remappings=[("image", IMAGE_TOPIC)], log_dir=tempfile.mkdtemp())
@@ -100,6 +101,36 @@ def test_label_info_reaches_a_late_subscriber(probe, node):
     assert class_map[1000] == "unknown"
     assert [class_map[i] for i in range(6)] == ["box", "disc", "triangle", "ring", "star", "cross"]
     probe.node.destroy_subscription(subscription)
+
+
+def _set_parameter(probe, name, value):
+    """set_parameters over the node's real service; the answer must be successful."""
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    client = probe.node.create_client(SetParameters, f"{OUT}/set_parameters")
+    try:
+        assert client.wait_for_service(timeout_sec=30)
+        request = SetParameters.Request(parameters=[Parameter(name=name, value=ParameterValue(
+            type=ParameterType.PARAMETER_DOUBLE, double_value=value))])
+        future = client.call_async(request)
+        wait_for(future.done, 30, "set_parameters answer")
+        assert future.result().results[0].successful, future.result().results[0].reason
+    finally:
+        probe.node.destroy_client(client)
+
+
+def test_label_info_threshold_follows_a_run_time_known_threshold_change(probe, node):
+    """LabelInfo.threshold is known_score_threshold: a change at run time is re-published (latched)."""
+    infos, subscription = probe.collect(LabelInfo, f"{OUT}/label_info", LATCHED)
+    wait_for(lambda: infos, 30, "latched LabelInfo")
+    assert infos[-1][1].threshold == pytest.approx(0.0)
+    _set_parameter(probe, "known_score_threshold", 0.25)
+    try:
+        wait_for(lambda: infos[-1][1].threshold == pytest.approx(0.25), 30, "LabelInfo with threshold 0.25")
+    finally:
+        _set_parameter(probe, "known_score_threshold", 0.0)
+        probe.node.destroy_subscription(subscription)
 
 
 def test_class_ids_decode_through_label_info_and_names_on_request(probe, node):
