@@ -31,6 +31,16 @@ OWN_OUTPUTS = ("scenes", "input_bag", "recording", "report", "overlay.mp4", "ove
                "node.log", "recording.node.log")
 
 
+def clear_previous_outputs(out: Path, names: Sequence[str]) -> None:
+    """Remove only what an earlier demo run left in ``out`` (the user's other files stay)."""
+    for name in names:
+        target = out / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
 def stage(number: int, total: int, text: str) -> None:
     print(f"[{number}/{total}] {text}", flush=True)
 
@@ -91,12 +101,7 @@ def run_demo(out: Path, num_frames: int, weights: Optional[str] = None, config: 
     started = time.monotonic()
     model = check_weights(weights)
     out.mkdir(parents=True, exist_ok=True)
-    for name in OWN_OUTPUTS:  # only what an earlier demo run left here
-        target = out / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
+    clear_previous_outputs(out, OWN_OUTPUTS)
 
     total = 5
     stage(1, total, f"generating {num_frames} synthetic test scenes (seed {DEMO_SEED}, known + unknown shapes)")

@@ -14,7 +14,6 @@ scenes/, input_bag/, recording/, node.log.
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -44,7 +43,7 @@ def run_tabletop_demo(out: Path, num_frames: int, weights: str, config: Optional
     from semseg_ros.bag_tools.rgbd_bag import make_rgbd_bag
     from semseg_ros.bag_tools.score import score_recording
     from semseg_ros.bag_tools.score_3d import format_3d_summary, score_detections_3d
-    from semseg_ros.demo import check_weights, stage, write_frame_grid, write_video
+    from semseg_ros.demo import check_weights, clear_previous_outputs, stage, write_frame_grid, write_video
 
     started = time.monotonic()
     if not weights:
@@ -52,12 +51,7 @@ def run_tabletop_demo(out: Path, num_frames: int, weights: str, config: Optional
                          "(train one with config/models/Tabletop/semseg_tiny.yaml, README 'Your own objects')")
     model = check_weights(weights)
     out.mkdir(parents=True, exist_ok=True)
-    for name in OWN_OUTPUTS:  # only what an earlier run left here
-        target = out / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
+    clear_previous_outputs(out, OWN_OUTPUTS)
 
     total = 5
     stage(1, total, f"rendering {num_frames} tabletop RGB-D scenes (seed {DEMO_SEED}, known + unknown meshes)")

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from semseg_core.atomic_io import atomic_open
 from semseg_ros.bag_tools.bag_io import RELIABLE_QOS, STORAGES, BagError, open_writer
 from semseg_ros.bag_tools.typestore import CAMERA_INFO_TYPE, IMAGE_TYPE, bag_typestore
 
@@ -100,21 +101,9 @@ def make_bag(coco_json, out, image_root=None, rate: float = 10.0, storage: str =
     _write_frames(out, storage, topic, camera_info_topic, frame_id, image_root, images, stamps, coco_json, progress)
     frames = [{"stamp_ns": stamp, "image_id": entry["id"], "file_name": entry["file_name"]}
               for stamp, entry in zip(stamps, images)]
-    groundtruth = {
-        "format": GROUNDTRUTH_FORMAT,
-        "image_topic": topic,
-        "camera_info_topic": camera_info_topic,
-        "frame_id": frame_id,
-        "rate_hz": rate,
-        "source": str(coco_json),
-        "known_category_ids": [c["id"] for c in known],
-        "known_class_names": [c["name"] for c in known],
-        "frames": frames,
-        "coco": _coco_subset(coco, images),
-    }
-    gt_path = Path(out) / GROUNDTRUTH_FILE
-    with open(gt_path, "w") as f:
-        json.dump(groundtruth, f)
+    gt_path = write_groundtruth(out, coco=coco, images=images, known=known, frames=frames, coco_json=coco_json,
+                                topics={"image_topic": topic, "camera_info_topic": camera_info_topic},
+                                frame_id=frame_id, rate=rate)
     return BagSummary(Path(out), len(frames), topic, gt_path, (len(frames) - 1) * period_ns / 1e9)
 
 
@@ -153,6 +142,25 @@ def _write_frames(out, storage: str, topic: str, camera_info_topic: Optional[str
                 writer.write(info_conn, stamp, store.serialize_cdr(info, CAMERA_INFO_TYPE))
     finally:
         writer.close()
+
+
+def write_groundtruth(out, *, coco: Dict, images: List[Dict], known: List[Dict], frames: List[Dict], coco_json,
+                      topics: Dict[str, str], frame_id: str, rate: float) -> Path:
+    """Write the bag's ground-truth file (what `semseg-score-bag` reads) atomically and return its path.
+
+    Args:
+        coco, images: the source COCO dict and the image entries the bag holds (their annotations are kept).
+        known: the known categories; frames: one {"stamp_ns", "image_id", "file_name"} per bag frame.
+        topics: the bag's topics by role ("image_topic", "camera_info_topic", and e.g. "depth_topic").
+    """
+    groundtruth = {"format": GROUNDTRUTH_FORMAT, **topics, "frame_id": frame_id, "rate_hz": rate,
+                   "source": str(coco_json), "known_category_ids": [c["id"] for c in known],
+                   "known_class_names": [c["name"] for c in known], "frames": frames,
+                   "coco": _coco_subset(coco, images)}
+    gt_path = Path(out) / GROUNDTRUTH_FILE
+    with atomic_open(str(gt_path), "w") as f:
+        json.dump(groundtruth, f)
+    return gt_path
 
 
 def _coco_subset(coco: Dict, images: List[Dict]) -> Dict:

@@ -26,11 +26,10 @@ from semseg_ros.bag_tools.make_bag import (
     DEFAULT_CAMERA_INFO_TOPIC,
     DEFAULT_IMAGE_TOPIC,
     DEFAULT_START_NS,
-    GROUNDTRUTH_FILE,
-    GROUNDTRUTH_FORMAT,
     BagSummary,
     image_message,
     known_categories,
+    write_groundtruth,
 )
 from semseg_ros.bag_tools.typestore import CAMERA_INFO_TYPE, IMAGE_TYPE, bag_typestore
 
@@ -131,29 +130,10 @@ def make_rgbd_bag(coco_json, out, rate: float = 10.0, storage: str = "sqlite3", 
     finally:
         writer.close()
 
-    ids = {f["image_id"] for f in frames}
-    groundtruth = {
-        "format": GROUNDTRUTH_FORMAT,
-        "image_topic": topic,
-        "depth_topic": depth_topic,
-        "depth_encoding": depth_encoding,
-        "camera_info_topic": camera_info_topic,
-        "frame_id": frame_id,
-        "rate_hz": rate,
-        "source": str(coco_json),
-        "known_category_ids": [c["id"] for c in known],
-        "known_class_names": [c["name"] for c in known],
-        "frames": frames,
-        "coco": {
-            "info": coco.get("info", {}),
-            "images": images,
-            "annotations": [a for a in coco.get("annotations", []) if a["image_id"] in ids],
-            "categories": coco["categories"],
-        },
-    }
-    gt_path = Path(out) / GROUNDTRUTH_FILE
-    with open(gt_path, "w") as f:
-        json.dump(groundtruth, f)
+    gt_path = write_groundtruth(out, coco=coco, images=images, known=known, frames=frames, coco_json=coco_json,
+                                topics={"image_topic": topic, "depth_topic": depth_topic,
+                                        "depth_encoding": depth_encoding, "camera_info_topic": camera_info_topic},
+                                frame_id=frame_id, rate=rate)
     return BagSummary(Path(out), len(frames), topic, gt_path, (len(frames) - 1) * period_ns / 1e9)
 
 
