@@ -2,6 +2,7 @@
 from dataclasses import dataclass, field
 
 import numpy as np
+import pytest
 
 from std_msgs.msg import Header
 
