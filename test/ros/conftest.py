@@ -44,6 +44,19 @@ def wait_for(predicate, timeout, what):
         time.sleep(0.01)
 
 
+def publish_until_answered(publisher, msg, outputs, attempts=3, timeout=45):
+    """Publish ``msg`` until an output with its header arrives in ``outputs`` (a Probe.collect list): the first
+    frames may race the reliable match. True when answered; the caller asserts, with the node's log."""
+    for _ in range(attempts):
+        publisher.publish(msg)
+        try:
+            wait_for(lambda: any(m.header == msg.header for _, m in outputs), timeout, "the answer")
+            return True
+        except AssertionError:
+            continue
+    return False
+
+
 class Probe:
     """A node in the test process that publishes inputs and collects outputs."""
 

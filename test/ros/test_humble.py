@@ -16,7 +16,8 @@ import pytest
 
 from vision_msgs.msg import Detection2DArray
 
-from conftest import TINY_CONFIG, NodeProcess, image_msg, test_image, wait_for, wait_until_subscribed
+from conftest import (TINY_CONFIG, NodeProcess, image_msg, publish_until_answered, test_image,
+                      wait_until_subscribed)
 
 REPO = Path(__file__).resolve().parents[2]
 HUMBLE_VIEW = Path(__file__).resolve().parent / "humble_view"
@@ -153,13 +154,7 @@ def test_node_configures_activates_and_answers_on_humbles_rclpy(probe, tiny_weig
         detections, _ = probe.collect(Detection2DArray, f"/{name}/detections")
         wait_until_subscribed(probe, publisher, node)
         msg = image_msg(test_image(seed=3), probe.now(), frame_id="humble_cam")
-        for _ in range(3):  # the first frame may race the reliable match
-            publisher.publish(msg)
-            try:
-                wait_for(lambda: any(m.header == msg.header for _, m in detections), 45, "detections")
-                break
-            except AssertionError:
-                continue
+        publish_until_answered(publisher, msg, detections)
         assert any(m.header == msg.header for _, m in detections), node.log()[-3000:]
     finally:
         code = node.stop(signal.SIGINT)

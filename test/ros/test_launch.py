@@ -14,7 +14,8 @@ import pytest
 
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
-from conftest import (LATCHED, TINY_CONFIG, image_msg, test_image, wait_for, wait_until_subscribed)
+from conftest import (LATCHED, TINY_CONFIG, image_msg, publish_until_answered, test_image, wait_for,
+                      wait_until_subscribed)
 from semseg_ros.bag_tools import make_bag
 from semseg_ros.launch_runner import _has_real, install_stand_ins
 from semseg_ros.messages import class_map, class_name
@@ -83,13 +84,7 @@ def test_integer_text_for_a_double_runs_the_node_and_label_info_keeps_the_known_
     infos, _ = probe.collect(LabelInfo, "/typed/perception_node/label_info", LATCHED)
     wait_until_subscribed(probe, publisher, runner)
     msg = image_msg(test_image(seed=4), probe.now(), frame_id="typed_cam")
-    for _ in range(3):  # the first frames may race the reliable match
-        publisher.publish(msg)
-        try:
-            wait_for(lambda: any(m.header == msg.header for _, m in detections), 45, "detections")
-            break
-        except AssertionError:
-            continue
+    assert publish_until_answered(publisher, msg, detections), runner.log()[-3000:]
     wait_for(lambda: infos, 30, "latched LabelInfo")
     assert runner.stop(signal.SIGINT) == 0, runner.log()[-3000:]
     info = infos[-1][1]

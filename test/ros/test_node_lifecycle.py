@@ -9,7 +9,8 @@ from rclpy.parameter import Parameter
 
 from vision_msgs.msg import Detection2DArray
 
-from conftest import REPO, TINY_CONFIG, image_msg, test_image, wait_for, wait_until_subscribed
+from conftest import (REPO, TINY_CONFIG, image_msg, publish_until_answered, test_image, wait_for,
+                      wait_until_subscribed)
 from semseg_ros.image_codec import image_msg_to_numpy
 from semseg_ros.node import Frame, PerceptionNode
 
@@ -51,14 +52,7 @@ def test_launch_file_through_semseg_launch(probe, start_node, tiny_weights):
     detections, _ = probe.collect(Detection2DArray, "/launched/perception_node/detections")
     wait_until_subscribed(probe, publisher, runner)
     msg = image_msg(test_image(seed=4), probe.now(), frame_id="launch_cam")
-    # resend until the output arrives: the first frames may race the reliable match
-    for _ in range(3):
-        publisher.publish(msg)
-        try:
-            wait_for(lambda: any(m.header == msg.header for _, m in detections), 45, "detections")
-            break
-        except AssertionError:
-            continue
+    publish_until_answered(publisher, msg, detections)
     assert any(m.header == msg.header for _, m in detections), runner.log()[-3000:]
     assert runner.stop(signal.SIGINT) == 0, runner.log()[-3000:]
     log = runner.log()
