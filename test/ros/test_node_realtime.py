@@ -40,6 +40,23 @@ def node(probe, tiny_weights, tmp_path_factory):
     process.stop(signal.SIGINT)  # no assert here: test_node_exits_cleanly_on_sigint checks the exit code
 
 
+def _send_trio_until(node, trio, received, stamp, what):
+    """Publish camera_info, depth and image until ``received`` holds an output with ``stamp``: best-effort input
+    (sensor QoS) may drop one of the three under load."""
+    info, depth, image = trio
+
+    def answered():
+        if any(m.header.stamp == stamp for _, m in list(received)):
+            return True
+        node["info"].publish(info)
+        node["depth"].publish(depth)
+        node["image"].publish(image)
+        time.sleep(1.0)
+        return False
+
+    wait_for(answered, 90, f"{what} for stamp {stamp.sec}.{stamp.nanosec}")
+
+
 def _wait_output(received, stamp, timeout=90):
     wait_for(lambda: any(m.header.stamp == stamp for _, m in list(received)), timeout,
              f"output for stamp {stamp.sec}.{stamp.nanosec}")
@@ -58,16 +75,7 @@ def test_3d_centroids_of_instances_on_a_plane_at_known_distance(probe, node):
     depth.header.stamp, depth.header.frame_id = stamp, header_frame
     msg = image_msg(test_image(320, 240, seed=7), stamp, frame_id=header_frame)
 
-    def answered():  # best-effort input (sensor QoS) may drop one of the three under load: send them again
-        if any(m.header.stamp == stamp for _, m in list(node["detections_3d"])):
-            return True
-        node["info"].publish(info)
-        node["depth"].publish(depth)
-        node["image"].publish(msg)
-        time.sleep(1.0)
-        return False
-
-    wait_for(answered, 90, f"3D output for stamp {stamp.sec}.{stamp.nanosec}")
+    _send_trio_until(node, (info, depth, msg), node["detections_3d"], stamp, "3D output")
     detections_3d = _wait_output(node["detections_3d"], stamp)
     label, _ = image_msg_to_numpy(_wait_output(node["masks"], stamp))
     assert detections_3d.header == msg.header
@@ -96,16 +104,7 @@ def test_no_3d_output_from_stale_intrinsics(probe, node):
     msg = image_msg(test_image(320, 240, seed=3), now)
     unmatched_before = int(_diagnostics(probe, node)["depth_unmatched"])
 
-    def answered():  # best-effort input: send the three again until the 2D output shows the image arrived
-        if any(m.header.stamp == now for _, m in list(node["detections"])):
-            return True
-        node["info"].publish(info)
-        node["depth"].publish(depth)
-        node["image"].publish(msg)
-        time.sleep(1.0)
-        return False
-
-    wait_for(answered, 90, "the 2D output of the image")
+    _send_trio_until(node, (info, depth, msg), node["detections"], now, "the 2D output of the image")
     wait_for(lambda: int(_diagnostics(probe, node)["depth_unmatched"]) > unmatched_before, 30,
              "the unmatched 3D frame counted")
     assert not any(m.header.stamp == now for _, m in list(node["detections_3d"]))
