@@ -25,6 +25,8 @@ import torch
 from torch import nn
 
 from semseg_core.atomic_io import atomic_open
+from semseg_core.config import get_cfg, load_config
+from semseg_core.modeling import build_model
 
 logger = logging.getLogger(__name__)
 
@@ -537,9 +539,6 @@ def check_backbone_initialisation(cfg) -> None:
 # CLI
 # ---------------------------------------------------------------------------------------------------------------
 def _convert_d2(args) -> int:
-    from semseg_core.config import load_config
-    from semseg_core.modeling import build_model
-
     cfg = load_config(args.config, list(args.opts) + ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
     model = build_model(cfg)
     report = import_detectron2_checkpoint(args.input, model)
@@ -552,8 +551,6 @@ def _convert_d2(args) -> int:
 
 def _export(args) -> int:
     """Training checkpoint -> deployable model file: weights only (fp16 if asked), config embedded, overrides applied."""
-    from semseg_core.config import get_cfg
-
     checkpoint = load_checkpoint(args.input)
     text = checkpoint_config_text(checkpoint)
     if not text:

@@ -24,6 +24,7 @@ from .config import CfgNode, ConfigError, get_cfg
 from .constants import UNKNOWN_ID, UNKNOWN_NAME
 from .data.transforms import resize_image_pil, resize_shortest_edge_size
 from .device import resolve_device
+from .modeling import build_model
 from .postprocess import ModelRules, PostprocessOptions, postprocess
 from .precision import AMP_DTYPES, amp_name
 
@@ -96,8 +97,6 @@ class Predictor:
         off on the CPU, where compile time outweighs the gain; "cudagraphs": compiled and replayed as a CUDA
         graph); True on the CPU needs a C++ compiler.
         BENCHMARKS.md has the cost both ways."""
-        from .modeling import build_model  # heavy import kept out of `import semseg_core`
-
         self.device = resolve_device(device)
         amp = None if amp is None else amp_name(amp, "amp")  # float16 | bfloat16 (fp16 | bf16 accepted)
 

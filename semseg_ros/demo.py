@@ -22,6 +22,13 @@ from typing import Optional, Sequence, Tuple
 
 import cv2
 
+from semseg_core.data.synthetic import generate_dataset
+from semseg_ros.bag_tools.bag_io import BagError
+from semseg_ros.bag_tools.make_bag import make_bag
+from semseg_ros.bag_tools.replay import NodeSpec, ReplayError, node_param, replay
+from semseg_ros.bag_tools.report import format_summary, frame_grid, overlay_frames, write_png, write_report
+from semseg_ros.bag_tools.score import score_recording
+
 DEMO_SEED = 2024          # the embedded model is trained on other seeds (train split)
 DEFAULT_FRAMES = 60
 SHORT_FRAMES = 6
@@ -47,8 +54,6 @@ def stage(number: int, total: int, text: str) -> None:
 
 def write_video(report, path: Path, fps: float) -> Optional[Path]:
     """The overlay frames as an mp4 (OpenCV's mp4v encoder); None when no encoder is available."""
-    from semseg_ros.bag_tools.report import overlay_frames
-
     writer = None
     try:
         for _, rgb in overlay_frames(report):
@@ -65,8 +70,6 @@ def write_video(report, path: Path, fps: float) -> Optional[Path]:
 
 
 def write_frame_grid(report, path: Path) -> Path:
-    from semseg_ros.bag_tools.report import frame_grid, overlay_frames, write_png
-
     images = [rgb for _, rgb in overlay_frames(report)]
     write_png(path, frame_grid(images, columns=6, tile=192))
     return path
@@ -78,7 +81,7 @@ def check_weights(weights: Optional[str]) -> str:
         if not os.path.isfile(weights):
             raise FileNotFoundError(f"--weights file not found: {weights}")
         return weights
-    from semseg_core.predictor import DEFAULT_WEIGHTS
+    from semseg_core.predictor import DEFAULT_WEIGHTS  # torch-free demo process: predictor imports torch
 
     if not os.path.isfile(DEFAULT_WEIGHTS):
         raise FileNotFoundError(f"the embedded default model {DEFAULT_WEIGHTS} is missing from this checkout; "
@@ -91,12 +94,6 @@ def run_demo(out: Path, num_frames: int, weights: Optional[str] = None, config: 
              node_params: Sequence[Tuple[str, str]] = ()) -> dict:
     """Every step of the demo; returns the scored report (with `paths` and `wall_s` added)."""
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # the demo stays on this machine
-    import semseg_ros  # noqa: F401 - ROS runtime environment before rclpy starts
-    from semseg_core.data.synthetic import generate_dataset
-    from semseg_ros.bag_tools.make_bag import make_bag
-    from semseg_ros.bag_tools.replay import NodeSpec, replay
-    from semseg_ros.bag_tools.report import write_report
-    from semseg_ros.bag_tools.score import score_recording
 
     started = time.monotonic()
     model = check_weights(weights)
@@ -135,8 +132,6 @@ def run_demo(out: Path, num_frames: int, weights: Optional[str] = None, config: 
 
 
 def format_demo_summary(report: dict) -> str:
-    from semseg_ros.bag_tools.report import format_summary
-
     paths = report["paths"]
     rule = "=" * 72
     return "\n".join([
@@ -149,8 +144,6 @@ def format_demo_summary(report: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from semseg_ros.bag_tools.replay import node_param
-
     parser = argparse.ArgumentParser(prog="semseg-demo", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
@@ -177,15 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.scenes == "tabletop":
-        from semseg_ros.demo_tabletop import run_from_args
+        from semseg_ros.demo_tabletop import run_from_args  # cycle: demo_tabletop imports this module's steps
         return run_from_args(args, "semseg-demo --scenes tabletop")
     num_frames = args.num_frames or (SHORT_FRAMES if args.short else DEFAULT_FRAMES)
     if num_frames < 1:
         print("semseg-demo: error: --num-frames must be >= 1", file=sys.stderr)
         return 2
-    from semseg_ros.bag_tools.bag_io import BagError
-    from semseg_ros.bag_tools.replay import ReplayError
-
     try:
         report = run_demo(Path(args.out), num_frames, args.weights, args.config, args.storage, args.image_size,
                           args.device, args.param)

@@ -22,6 +22,14 @@ from typing import Optional, Sequence, Tuple
 from semseg_core.data.tabletop import generate_tabletop_dataset
 from semseg_core.data.tabletop_assets import builtin_assets
 from semseg_core.data.tabletop_scene import SceneOptions
+from semseg_ros.bag_tools.bag_io import BagError
+from semseg_ros.bag_tools.node_process import NodeSpec
+from semseg_ros.bag_tools.replay import ReplayError, node_param, replay
+from semseg_ros.bag_tools.report import format_summary, write_report
+from semseg_ros.bag_tools.rgbd_bag import make_rgbd_bag
+from semseg_ros.bag_tools.score import score_recording
+from semseg_ros.bag_tools.score_3d import format_3d_summary, score_detections_3d
+from semseg_ros.demo import check_weights, clear_previous_outputs, stage, write_frame_grid, write_video
 
 DEMO_SEED = 2024
 DEFAULT_FRAMES = 20
@@ -36,14 +44,6 @@ def run_tabletop_demo(out: Path, num_frames: int, weights: str, config: Optional
                       node_params: Sequence[Tuple[str, str]] = ()) -> dict:
     """Every step of the RGB-D demo; returns the scored report with its ``detections_3d`` section."""
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # the demo stays on this machine
-    import semseg_ros  # noqa: F401 - ROS runtime environment before rclpy starts
-    from semseg_ros.bag_tools.node_process import NodeSpec
-    from semseg_ros.bag_tools.replay import replay
-    from semseg_ros.bag_tools.report import write_report
-    from semseg_ros.bag_tools.rgbd_bag import make_rgbd_bag
-    from semseg_ros.bag_tools.score import score_recording
-    from semseg_ros.bag_tools.score_3d import format_3d_summary, score_detections_3d
-    from semseg_ros.demo import check_weights, clear_previous_outputs, stage, write_frame_grid, write_video
 
     started = time.monotonic()
     if not weights:
@@ -90,8 +90,6 @@ def run_tabletop_demo(out: Path, num_frames: int, weights: str, config: Optional
 
 
 def build_parser(prog: str = "python -m semseg_ros.demo_tabletop") -> argparse.ArgumentParser:
-    from semseg_ros.bag_tools.replay import node_param
-
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
@@ -117,10 +115,6 @@ def run_from_args(args, prog: str) -> int:
     if num_frames < 1:
         print(f"{prog}: error: --num-frames must be >= 1", file=sys.stderr)
         return 2
-    from semseg_ros.bag_tools.bag_io import BagError
-    from semseg_ros.bag_tools.replay import ReplayError
-    from semseg_ros.bag_tools.report import format_summary
-    from semseg_ros.bag_tools.score_3d import format_3d_summary
 
     try:
         report = run_tabletop_demo(Path(args.out), num_frames, args.weights, args.config, args.storage,

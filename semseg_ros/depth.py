@@ -3,8 +3,11 @@
 Holes (0 or NaN depth) are ignored; outliers (mixed pixels on mask borders, background seen through
 gaps) are handled by taking the median as the centroid and a percentile range as the extent.
 """
+from __future__ import annotations
+
 import math
 from dataclasses import dataclass
+from typing import Any, List, Sequence
 
 import cv2
 import numpy as np
@@ -27,7 +30,8 @@ class CameraGeometryError(ValueError):
     kind = "geometry"
 
 
-def check_same_aspect(what, width, height, other_what, other_width, other_height):
+def check_same_aspect(what: str, width: int, height: int, other_what: str, other_width: int,
+                      other_height: int) -> None:
     """CameraGeometryError unless both sizes are positive and have the same aspect ratio (ASPECT_TOLERANCE)."""
     if min(width, height, other_width, other_height) <= 0:
         raise CameraGeometryError(f"{what} is {width}x{height} and {other_what} {other_width}x{other_height}: "
@@ -50,7 +54,7 @@ class Intrinsics:
     height: int
 
     @classmethod
-    def from_camera_info(cls, info):
+    def from_camera_info(cls, info: Any) -> Intrinsics:
         """From a sensor_msgs/CameraInfo (row-major K); CameraGeometryError (a ValueError) unless plausible:
         every K entry finite, a size within [1, MAX_SIDE], a field of view within [MIN_FIELD_OF_VIEW_DEG,
         MAX_FIELD_OF_VIEW_DEG] on both axes, the principal point inside the image."""
@@ -75,7 +79,7 @@ class Intrinsics:
                                       f"{width}x{height} image")
         return cls(fx=fx, fy=fy, cx=cx, cy=cy, width=width, height=height)
 
-    def scaled_to(self, width, height):
+    def scaled_to(self, width: int, height: int) -> Intrinsics:
         """The same camera at another resolution (depth image resized relative to camera_info).
 
         CameraGeometryError when the aspect ratios differ: that is another view, not a resized one.
@@ -97,8 +101,9 @@ class Box3D:
     num_points: int
 
 
-def instance_boxes_3d(label_image, depth_m, intrinsics, min_points=10, percentiles=(5.0, 95.0),
-                      min_depth=0.05, max_depth=100.0):
+def instance_boxes_3d(label_image: np.ndarray, depth_m: np.ndarray, intrinsics: Intrinsics, min_points: int = 10,
+                      percentiles: Sequence[float] = (5.0, 95.0), min_depth: float = 0.05,
+                      max_depth: float = 100.0) -> List[Box3D]:
     """One Box3D per instance id present in ``label_image`` with at least ``min_points`` valid depths.
 
     label_image: (H, W) uint16, 0 = background, k = instance k.  depth_m: (h, w) float32 metres,

@@ -1,7 +1,10 @@
 """Runtime statistics of the node, their diagnostic_msgs form, and the node's rate-limited error log."""
+from __future__ import annotations
+
 import collections
 import threading
 import time
+from typing import Any, Callable, Dict, Hashable, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -9,7 +12,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from std_msgs.msg import Header
 
 
-def printable(value, limit=64, quote=True):
+def printable(value: Any, limit: int = 64, quote: bool = True) -> str:
     """``value`` for one log line: control and non-ASCII characters escaped, long text cut, quoted.
 
     Anything a peer on the graph sends (frame_id, encoding, error text built from them) goes through this, so a
@@ -25,14 +28,14 @@ class RateLimiter:
     """At most one event per key per ``period_s``: the node logs each class of error (not each distinct text)
     at most once a second, so a stream of varied rejects cannot flood the log while a new kind still shows."""
 
-    def __init__(self, period_s=1.0, clock=time.monotonic):
+    def __init__(self, period_s: float = 1.0, clock: Callable[[], float] = time.monotonic):
         self._period_s = float(period_s)
         self._clock = clock
         self._last = {}        # key -> time of the last admitted event
         self._held_back = collections.Counter()
         self._lock = threading.Lock()
 
-    def admit(self, key):
+    def admit(self, key: Hashable) -> Optional[int]:
         """None while ``key`` is muted; otherwise the number of its events held back since the last admitted."""
         now = self._clock()
         with self._lock:
@@ -47,18 +50,18 @@ class RateLimiter:
 class RateMeter:
     """Events per second over a sliding window."""
 
-    def __init__(self, window_s=5.0):
+    def __init__(self, window_s: float = 5.0):
         self._window_s = window_s
         self._times = collections.deque()
         self._lock = threading.Lock()
 
-    def tick(self, now=None):
+    def tick(self, now: Optional[float] = None) -> None:
         now = time.monotonic() if now is None else now
         with self._lock:
             self._times.append(now)
             self._trim(now)
 
-    def rate(self, now=None):
+    def rate(self, now: Optional[float] = None) -> float:
         now = time.monotonic() if now is None else now
         with self._lock:
             self._trim(now)
@@ -67,7 +70,7 @@ class RateMeter:
             span = max(now - self._times[0], 1e-9)
             return (len(self._times) - 1) / span if span < self._window_s else len(self._times) / span
 
-    def _trim(self, now):
+    def _trim(self, now: float) -> None:
         while self._times and now - self._times[0] > self._window_s:
             self._times.popleft()
 
@@ -75,7 +78,7 @@ class RateMeter:
 class NodeStats:
     """Counters and recent latencies shared by the subscription callbacks and the worker."""
 
-    def __init__(self, history=300):
+    def __init__(self, history: int = 300):
         self._lock = threading.Lock()
         self.input_rate = RateMeter()
         self.processed_rate = RateMeter()
@@ -83,16 +86,16 @@ class NodeStats:
         self._inference = collections.deque(maxlen=history)
         self.counters = collections.Counter()
 
-    def count(self, name, amount=1):
+    def count(self, name: str, amount: int = 1) -> None:
         with self._lock:
             self.counters[name] += amount
 
-    def record(self, latency_s, inference_s):
+    def record(self, latency_s: float, inference_s: float) -> None:
         with self._lock:
             self._latencies.append(latency_s)
             self._inference.append(inference_s)
 
-    def latency_percentiles(self):
+    def latency_percentiles(self) -> Tuple[float, float]:
         """(p50, p95) of stamp-to-publish latency in seconds, or (nan, nan) before any frame."""
         with self._lock:
             values = np.array(self._latencies, dtype=np.float64)
@@ -101,20 +104,21 @@ class NodeStats:
         p50, p95 = np.percentile(values, [50, 95])
         return float(p50), float(p95)
 
-    def mean_inference_s(self):
+    def mean_inference_s(self) -> float:
         with self._lock:
             return float(np.mean(self._inference)) if self._inference else float("nan")
 
-    def snapshot(self):
+    def snapshot(self) -> Dict[str, int]:
         with self._lock:
             return dict(self.counters)
 
 
-def _ms(seconds):
+def _ms(seconds: float) -> str:
     return "nan" if seconds != seconds else f"{seconds * 1000.0:.1f}"
 
 
-def diagnostic_array(stats, stamp, node_name, device, state, extra=None):
+def diagnostic_array(stats: NodeStats, stamp: Any, node_name: str, device: str, state: str,
+                     extra: Optional[Mapping[str, str]] = None) -> DiagnosticArray:
     """One DiagnosticStatus with the node's rates, counts and latencies."""
     counters = stats.snapshot()
     p50, p95 = stats.latency_percentiles()

@@ -23,6 +23,7 @@ This module imports only the standard library (it runs before anything ROS is lo
 """
 
 import os
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -102,7 +103,7 @@ def check() -> int:
     profile = os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE", "")
     report("DDS profile", bool(profile) and os.path.isfile(profile), profile or "not set")
     try:
-        import rclpy
+        import rclpy  # before rclpy: `import semseg_ros` runs configure() from this module, rclpy after it
         from rclpy.serialization import deserialize_message, serialize_message
 
         rclpy.init(args=[])
@@ -112,7 +113,7 @@ def check() -> int:
         report("rclpy", False, f"{type(error).__name__}: {error}")
         return 1
     try:
-        from vision_msgs.msg import Detection2D, Detection2DArray
+        from vision_msgs.msg import Detection2D, Detection2DArray  # built by `make setup`: a missing one is reported
 
         msg = Detection2DArray(detections=[Detection2D(id="1")])
         back = deserialize_message(serialize_message(msg), Detection2DArray)
@@ -131,8 +132,6 @@ def main(argv: Optional[list] = None) -> int:
               "  no argument: print 'export NAME=value' lines for the ROS runtime variables\n"
               "  --check:     check rclpy, the DDS profile and vision_msgs")
         return 0
-    import shlex
-
     current = dict(os.environ)
     current.update(ros_environment())
     names = ("AMENT_PREFIX_PATH",) + PROFILE_VARIABLES + ("ROS_LOG_DIR",)

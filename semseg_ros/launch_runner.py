@@ -144,7 +144,7 @@ def install_stand_ins():
 def _ensure_package_share():
     """get_package_share_directory('semseg_ros') falls back to the source tree when not installed."""
     try:
-        import ament_index_python.packages as packages
+        import ament_index_python.packages as packages  # optional: absent on pip-only machines
     except ImportError:
         packages = _module("ament_index_python.packages")
         sys.modules["ament_index_python"] = _module("ament_index_python", packages=packages)
@@ -184,7 +184,7 @@ def find_launch_file(positional):
     if package == PACKAGE:
         candidates.append(SOURCE_ROOT / "launch" / name)
     try:
-        from ament_index_python.packages import get_package_share_directory
+        from ament_index_python.packages import get_package_share_directory  # optional, or our stand-in
         candidates.insert(0, Path(get_package_share_directory(package)) / "launch" / name)
     except Exception:
         pass
@@ -337,6 +337,7 @@ def run_with_stand_ins(launch_file, launch_arguments, launch_prefix="", print_on
 
 
 def run_with_real_launch(launch_file, launch_arguments, launch_prefix="", debug=False, print_only=False):
+    # optional: only where the real `launch` is installed (the caller checks)
     from launch import LaunchDescription, LaunchService
     from launch.actions import IncludeLaunchDescription
     from launch.launch_description_sources import PythonLaunchDescriptionSource
@@ -346,7 +347,7 @@ def run_with_real_launch(launch_file, launch_arguments, launch_prefix="", debug=
     include = IncludeLaunchDescription(PythonLaunchDescriptionSource(str(launch_file)),
                                        launch_arguments=arguments.items())
     if print_only:
-        from launch import LaunchIntrospector
+        from launch import LaunchIntrospector  # optional, as above
         print(LaunchIntrospector().format_launch_description(LaunchDescription([include])))
         return 0
     service = LaunchService(debug=debug)

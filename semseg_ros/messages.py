@@ -14,20 +14,30 @@ Class ids, as vision_msgs says consumers read them (``ObjectHypothesis.class_id`
 - ``Detection2D.id`` is the instance's value in the ``~/instance_mask`` label image, as a decimal
   string ("1".."N"; 0 in the label image is background). The same id is used in ``~/detections_3d``.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Dict, Mapping, Sequence
+
+import numpy as np
 from geometry_msgs.msg import Point, Quaternion, Vector3
 from sensor_msgs.msg import Image
+from std_msgs.msg import Header
 from vision_msgs.msg import (BoundingBox2D, BoundingBox3D, Detection2D, Detection2DArray,
                              Detection3D, Detection3DArray, LabelInfo, ObjectHypothesisWithPose,
                              VisionClass)
 
 from semseg_core.constants import UNKNOWN_ID, UNKNOWN_NAME
+from semseg_ros.depth import Box3D
 from semseg_ros.image_codec import numpy_to_image_msg
+
+if TYPE_CHECKING:  # for the annotations only: semseg_core.predictor imports torch, these messages need none
+    from semseg_core.predictor import Result
 
 
 CLASS_ID_FORMATS = ("id", "name")
 
 
-def class_id_text(result, index, class_id_format="id"):
+def class_id_text(result: Result, index: int, class_id_format: str = "id") -> str:
     """``ObjectHypothesis.class_id`` of instance ``index``: the LabelInfo id as decimal text, or the name."""
     if class_id_format == "name":
         return result.class_names[index]
@@ -36,12 +46,12 @@ def class_id_text(result, index, class_id_format="id"):
     return str(int(result.class_ids[index]))
 
 
-def class_map(label_info_msg):
+def class_map(label_info_msg: LabelInfo) -> Dict[int, str]:
     """{numeric id: name} of a LabelInfo message (rclpy or rosbags message alike)."""
     return {int(c.class_id): c.class_name for c in label_info_msg.class_map}
 
 
-def class_name(class_id, names_by_id):
+def class_name(class_id: str, names_by_id: Mapping[int, str]) -> str:
     """The class name of an ``ObjectHypothesis.class_id``: decimal ids through ``names_by_id`` (from
     ``class_map``), a name as it is. A decimal id that the map lacks is a ValueError naming both."""
     text = class_id.strip()
@@ -54,14 +64,14 @@ def class_name(class_id, names_by_id):
         raise ValueError(f"class_id {class_id!r} is not in the detector's LabelInfo class_map ({known})") from None
 
 
-def _hypothesis(class_id, score):
+def _hypothesis(class_id: str, score: float) -> ObjectHypothesisWithPose:
     hypothesis = ObjectHypothesisWithPose()
     hypothesis.hypothesis.class_id = class_id
     hypothesis.hypothesis.score = float(score)
     return hypothesis
 
 
-def detection2d_array(result, header, class_id_format="id"):
+def detection2d_array(result: Result, header: Header, class_id_format: str = "id") -> Detection2DArray:
     """Detection2DArray for every instance of ``result``, ids matching the label image."""
     array = Detection2DArray(header=header)
     detections = []
@@ -78,19 +88,20 @@ def detection2d_array(result, header, class_id_format="id"):
     return array
 
 
-def instance_mask_image(label_image, header):
+def instance_mask_image(label_image: np.ndarray, header: Header) -> Image:
     """The uint16 label image as a mono16 sensor_msgs/Image (native byte order)."""
     return numpy_to_image_msg(label_image, "mono16", header=header)
 
 
-def label_info(class_names, header, known_score_threshold):
+def label_info(class_names: Sequence[str], header: Header, known_score_threshold: float) -> LabelInfo:
     """LabelInfo: known class index -> name, plus ``unknown`` at id 1000; threshold = the known-class minimum."""
     class_map = [VisionClass(class_id=i, class_name=name) for i, name in enumerate(class_names)]
     class_map.append(VisionClass(class_id=UNKNOWN_ID, class_name=UNKNOWN_NAME))
     return LabelInfo(header=header, class_map=class_map, threshold=float(known_score_threshold))
 
 
-def detection3d_array(result, boxes_3d, header, class_id_format="id"):
+def detection3d_array(result: Result, boxes_3d: Sequence[Box3D], header: Header,
+                      class_id_format: str = "id") -> Detection3DArray:
     """Detection3DArray (camera optical frame, metres) for instances that had enough depth pixels."""
     array = Detection3DArray(header=header)
     detections = []
@@ -110,5 +121,5 @@ def detection3d_array(result, boxes_3d, header, class_id_format="id"):
     return array
 
 
-def overlay_image(overlay_rgb, header):
+def overlay_image(overlay_rgb: np.ndarray, header: Header) -> Image:
     return numpy_to_image_msg(overlay_rgb, "rgb8", header=header, msg=Image())

@@ -1,5 +1,8 @@
 """Build the Predictor from node parameters, with start-up errors a user can act on."""
+from __future__ import annotations
+
 import os
+from typing import Any, List, Mapping
 
 from semseg_core import Predictor
 from semseg_core.config import load_config
@@ -10,7 +13,7 @@ class ModelLoadError(RuntimeError):
     """The model cannot be loaded with the given parameters (message says why and what to do)."""
 
 
-def config_overrides(params):
+def config_overrides(params: Mapping[str, Any]) -> List[str]:
     """Dotted config overrides for the node parameters that the model reads at load time."""
     overrides = []
     if params["min_size"] > 0:
@@ -20,7 +23,7 @@ def config_overrides(params):
     return overrides
 
 
-def load_predictor(params):
+def load_predictor(params: Mapping[str, Any]) -> Predictor:
     """A ready ``semseg_core.Predictor`` for ``params`` (the node's validated parameter dict)."""
     for key in ("weights", "model_config"):
         if params[key] and not os.path.isfile(params[key]):
@@ -43,7 +46,7 @@ def load_predictor(params):
         raise ModelLoadError(f"{type(error).__name__}: {error}") from error
 
 
-def _without_weights(params):
+def _without_weights(params: Mapping[str, Any]) -> bool:
     """True when ``params`` name a model config and no weights anywhere (parameter or MODEL.WEIGHTS)."""
     if params["weights"] or not params["model_config"]:
         return False  # no config: the checkpoint's own config, or the embedded default model with its weights

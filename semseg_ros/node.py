@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import rclpy
+import torch
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
@@ -413,7 +414,6 @@ class PerceptionNode(LifecycleNode):
     def _set_inference_threads(num_threads):
         # torch's intra-op thread count is per calling thread (OpenMP): set it where inference runs
         if num_threads > 0:
-            import torch
             torch.set_num_threads(num_threads)
 
     def _on_worker_error(self, error, trace):

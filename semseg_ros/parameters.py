@@ -13,11 +13,15 @@ next activate (the node's diagnostics list the values still waiting, ``restart_p
 ``debug_image`` and ``diagnostics_period`` at once. The QoS aliases are read-only, like rclpy's own
 ``qos_overrides.*`` parameters: both are given at start.
 """
+from __future__ import annotations
+
 import os
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -40,7 +44,8 @@ class Spec:
     read_only: bool = False  # given at start only (rclpy refuses a set)
 
 
-def _postprocess_spec(name, description, low=None, high=None, choices=()):
+def _postprocess_spec(name: str, description: str, low: Optional[float] = None, high: Optional[float] = None,
+                      choices: Tuple[str, ...] = ()) -> Spec:
     return Spec(getattr(PLANNER_DEFAULTS, name), description, low, high, choices, dynamic=True)
 
 
@@ -125,7 +130,7 @@ ACTIVATE_TIME = ("process_every_frame", "queue_size", "num_threads")
 POSTPROCESS_NAMES = PostprocessOptions.field_names()  # each is a parameter of the same name (tested)
 
 
-def postprocess_options(values):
+def postprocess_options(values: Mapping[str, Any]) -> PostprocessOptions:
     """The PostprocessOptions of one parameter snapshot (names are the dataclass fields)."""
     return PostprocessOptions.from_mapping(values)
 
@@ -134,18 +139,18 @@ class ParameterError(ValueError):
     """A parameter value that the node refuses."""
 
 
-def _type_name(value):
+def _type_name(value: Any) -> str:
     return {bool: "bool", int: "integer", float: "double", str: "string"}.get(type(value), type(value).__name__)
 
 
 _ARTICLE = {bool: "a", int: "an", float: "a", str: "a"}
 
 
-def _is_double(name):
+def _is_double(name: str) -> bool:
     return isinstance(SPECS[name].default, float)
 
 
-def descriptor(name, spec):
+def descriptor(name: str, spec: Spec) -> ParameterDescriptor:
     text = spec.description
     if spec.choices:
         text += f" One of: {', '.join(spec.choices)}."
@@ -167,7 +172,7 @@ def descriptor(name, spec):
     return desc
 
 
-def validate(name, value):
+def validate(name: str, value: Any) -> Any:
     """The value of parameter ``name`` as the node uses it, coerced to the declared type; ParameterError
     (naming the parameter and the problem) when it is not acceptable."""
     spec = SPECS[name]
@@ -202,7 +207,7 @@ def validate(name, value):
     return value
 
 
-def coerce_types(parameter_list):
+def coerce_types(parameter_list: Sequence[Parameter]) -> List[Parameter]:
     """rclpy Parameters with an integer given for a floating-point parameter turned into doubles (the node's
     pre-set callback, where the distribution has one: the stored value then has the declared type)."""
     return [Parameter(p.name, Parameter.Type.DOUBLE, float(p.value))
@@ -210,7 +215,7 @@ def coerce_types(parameter_list):
             for p in parameter_list]
 
 
-def declare_all(node):
+def declare_all(node: Node) -> Mapping[str, Any]:
     """Declare every parameter on ``node`` and return the validated values as a snapshot.
 
     rclpy itself rejects out-of-range overrides at declaration; that error is turned into a
@@ -228,7 +233,7 @@ def declare_all(node):
     return MappingProxyType(values)
 
 
-def updated(snapshot, parameter_list):
+def updated(snapshot: Mapping[str, Any], parameter_list: Sequence[Parameter]) -> Mapping[str, Any]:
     """A new snapshot: ``snapshot`` with the node's parameters in ``parameter_list`` validated and applied
     (others, e.g. rclpy's qos_overrides.*, are not the snapshot's); ParameterError if any is refused, and then
     nothing changes."""
@@ -239,13 +244,13 @@ def updated(snapshot, parameter_list):
     return MappingProxyType(values)
 
 
-def pending_restart(applied, snapshot):
+def pending_restart(applied: Mapping[str, Any], snapshot: Mapping[str, Any]) -> List[str]:
     """Names of parameters whose value in ``snapshot`` differs from the one the node runs with (``applied``:
     the values at the last configure/activate) and waits for a configure or activate."""
     return sorted(name for name, spec in SPECS.items()
                   if not spec.dynamic and not spec.read_only and name in applied and applied[name] != snapshot[name])
 
 
-def qos_profile(values, prefix):
+def qos_profile(values: Mapping[str, Any], prefix: str) -> QoSProfile:
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=values[f"{prefix}.depth"],
                       reliability=RELIABILITY[values[f"{prefix}.reliability"]])

@@ -5,24 +5,28 @@ worker asks for the one closest to the colour image's stamp. Asking after infere
 gives a depth image that arrives a little later than its colour image the whole inference time
 to show up, without any waiting.
 """
+from __future__ import annotations
+
 import bisect
 import threading
+from typing import Any, List, Optional
 
 
-def stamp_to_ns(stamp):
+def stamp_to_ns(stamp: Any) -> int:
+    """A ROS ``builtin_interfaces/Time`` (anything with ``sec`` and ``nanosec``) as integer nanoseconds."""
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 class StampBuffer:
     """The last ``capacity`` items ordered by stamp (nanoseconds); thread-safe."""
 
-    def __init__(self, capacity=30):
+    def __init__(self, capacity: int = 30):
         self._capacity = max(1, int(capacity))
-        self._stamps = []
-        self._items = []
+        self._stamps: List[int] = []
+        self._items: List[Any] = []
         self._lock = threading.Lock()
 
-    def add(self, stamp_ns, item):
+    def add(self, stamp_ns: int, item: Any) -> None:
         with self._lock:
             index = bisect.bisect_right(self._stamps, stamp_ns)
             self._stamps.insert(index, stamp_ns)
@@ -31,7 +35,7 @@ class StampBuffer:
                 del self._stamps[0]
                 del self._items[0]
 
-    def closest(self, stamp_ns, tolerance_ns):
+    def closest(self, stamp_ns: int, tolerance_ns: int) -> Optional[Any]:
         """The item whose stamp is nearest ``stamp_ns`` and within ``tolerance_ns``, else None."""
         with self._lock:
             if not self._stamps:
@@ -45,15 +49,15 @@ class StampBuffer:
                         best = (gap, self._items[candidate])
             return None if best is None else best[1]
 
-    def latest(self):
+    def latest(self) -> Optional[Any]:
         with self._lock:
             return self._items[-1] if self._items else None
 
-    def clear(self):
+    def clear(self) -> None:
         with self._lock:
             self._stamps.clear()
             self._items.clear()
 
-    def __len__(self):
+    def __len__(self) -> int:
         with self._lock:
             return len(self._stamps)

@@ -11,14 +11,18 @@ it waits the middleware's subscription history (a few messages) overflows and di
 can count. A publisher that wants every frame processed paces itself by the outputs (``semseg-replay``
 waits for each answer) or keeps at most ``queue_size`` frames in flight.
 """
+from __future__ import annotations
+
 import collections
 import threading
 import traceback
+from typing import Any, Callable, Optional
 
 
 class FrameWorker:
-    def __init__(self, process, every_frame=False, queue_size=30, on_error=None, on_start=None,
-                 name="semseg-inference"):
+    def __init__(self, process: Callable[[Any], None], every_frame: bool = False, queue_size: int = 30,
+                 on_error: Optional[Callable[[BaseException, str], None]] = None,
+                 on_start: Optional[Callable[[], None]] = None, name: str = "semseg-inference"):
         self._process = process
         self._every_frame = bool(every_frame)
         self._queue_size = max(1, int(queue_size))
@@ -37,18 +41,18 @@ class FrameWorker:
         self.failed = 0
 
     @property
-    def every_frame(self):
+    def every_frame(self) -> bool:
         return self._every_frame
 
     @property
-    def queue_size(self):
+    def queue_size(self) -> int:
         return self._queue_size
 
-    def start(self):
+    def start(self) -> FrameWorker:
         self._thread.start()
         return self
 
-    def submit(self, frame):
+    def submit(self, frame: Any) -> bool:
         """Hand a frame to the worker without waiting; False if it (or a waiting older one) was dropped."""
         with self._cond:
             if self._stopping:
@@ -70,16 +74,16 @@ class FrameWorker:
             self._cond.notify_all()
             return True
 
-    def pending(self):
+    def pending(self) -> int:
         with self._cond:
             return len(self._queue) + (1 if self._busy else 0)
 
-    def wait_idle(self, timeout=None):
+    def wait_idle(self, timeout: Optional[float] = None) -> bool:
         """Block until every submitted frame has been processed (or dropped)."""
         with self._cond:
             return self._cond.wait_for(lambda: not self._queue and not self._busy, timeout=timeout)
 
-    def stop(self, timeout=10.0):
+    def stop(self, timeout: float = 10.0) -> bool:
         """Stop after the frame in progress; frames still queued are discarded, counted in ``dropped`` and
         ``discarded_at_stop``."""
         with self._cond:
@@ -92,7 +96,7 @@ class FrameWorker:
             self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    def _run(self):
+    def _run(self) -> None:
         if self._on_start is not None:
             try:
                 self._on_start()
@@ -120,7 +124,7 @@ class FrameWorker:
                     self.failed += 1
                 self._cond.notify_all()
 
-    def _report(self, error):
+    def _report(self, error: BaseException) -> None:
         if self._on_error is None:
             return
         try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 from functools import partial
@@ -36,11 +37,13 @@ from semseg_core.evaluation import (evaluate_and_report, format_metrics_table, l
                                     unknown_decision_disabled)
 from semseg_core import Predictor  # noqa: E402
 from semseg_core.config import load_config  # noqa: E402
+from semseg_core.data import get_dataset_meta  # noqa: E402
 from semseg_core.data.image_io import read_image  # noqa: E402
 from semseg_core.evaluation.coco_io import CocoFormatError, read_json  # noqa: E402
 from semseg_core.evaluation.instance_metrics import format_instance_table  # noqa: E402
 from semseg_core.evaluation.model_eval import (evaluate_model, evaluate_outputs,  # noqa: E402,F401  (re-exported)
                                                format_outputs_table)
+from semseg_core.postprocess import PLANNER_DEFAULTS, PostprocessOptions  # noqa: E402
 
 CLI_DATASET_NAME = "evaluate_cli_gt"
 
@@ -49,11 +52,7 @@ OUTPUT_NAMES = ("raw", "raw_published", "instance_map")
 
 
 def output_presets() -> dict:
-    """The named post-processings --output chooses from (torch imported only when a model is evaluated)."""
-    import dataclasses
-
-    from semseg_core.postprocess import PLANNER_DEFAULTS, PostprocessOptions
-
+    """The named post-processings --output chooses from."""
     presets = {"raw": PostprocessOptions(), "raw_published": dataclasses.replace(PLANNER_DEFAULTS, output="raw"),
                "instance_map": PLANNER_DEFAULTS}
     return {name: presets[name] for name in OUTPUT_NAMES}
@@ -119,8 +118,6 @@ def _iou_types(arg: str, results: list) -> tuple:
 def _gt_and_known(args, cfg=None) -> tuple:
     """(json_file, known_category_ids, image_root) from --dataset or --gt + --known-classes/--known-ids."""
     if args.dataset:
-        from semseg_core.data import get_dataset_meta
-
         meta = get_dataset_meta(args.dataset, cfg)
         return meta["json_file"], list(meta["known_category_ids"]), meta.get("image_root")
     if not args.gt:

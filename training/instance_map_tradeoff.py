@@ -19,13 +19,19 @@ import os
 import sys
 from typing import List, Optional, Sequence
 
+import cv2
+import torch
+from matplotlib.figure import Figure  # the object API: no pyplot, no global backend switch
+
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
+from semseg_core import Predictor  # noqa: E402
 from semseg_core.evaluation.coco_io import read_json  # noqa: E402
 from semseg_core.evaluation.instance_metrics import OpenSetCounts, gt_label_image, open_set_counts  # noqa: E402
+from semseg_core.postprocess import PLANNER_DEFAULTS  # noqa: E402
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99, 0.995)
 CURVES = (("unknown_recall", "unknown found as unknown", "-"),
@@ -35,10 +41,6 @@ CURVES = (("unknown_recall", "unknown found as unknown", "-"),
 
 def sweep(predictor, gt_json: str, image_root: str, thresholds: Sequence[float]) -> List[dict]:
     """Per threshold: the per-object rates (instance_metrics.OpenSetCounts.rates) over the set."""
-    import cv2
-
-    from semseg_core.postprocess import PLANNER_DEFAULTS
-
     data = read_json(gt_json, "Ground-truth annotation")
     known_ids = sorted(c["id"] for c in data["categories"] if c["name"] in predictor.class_names)
     anns_of: dict = {}
@@ -61,11 +63,8 @@ def sweep(predictor, gt_json: str, image_root: str, thresholds: Sequence[float])
 
 
 def plot(figures: dict, path: str, chosen: float) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(figures), figsize=(5.2 * len(figures), 4), squeeze=False)
+    fig = Figure(figsize=(5.2 * len(figures), 4))
+    axes = fig.subplots(1, len(figures), squeeze=False)
     for ax, (label, rows) in zip(axes[0], figures.items()):
         x = [r["threshold"] for r in rows]
         for key, name, style in CURVES:
@@ -80,7 +79,6 @@ def plot(figures: dict, path: str, chosen: float) -> None:
     axes[0][0].legend(loc="center left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -93,10 +91,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--thresholds", default=",".join(f"{t:g}" for t in THRESHOLDS),
                         help="comma-separated known_min_probability values")
     args = parser.parse_args(argv)
-    import torch
-
-    from semseg_core import Predictor
-    from semseg_core.postprocess import PLANNER_DEFAULTS
 
     torch.set_num_threads(1)
     try:

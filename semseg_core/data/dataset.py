@@ -18,6 +18,7 @@ from semseg_core.constants import UNKNOWN_ID
 from semseg_core.data.catalog import dataset_paths, get_dataset_meta
 from semseg_core.data.coco_openset import DatasetError, filter_for_training, load_coco_records, read_coco_json
 from semseg_core.data.image_io import image_size, read_image
+from semseg_core.data.synthetic import ensure_synthetic_dataset
 from semseg_core.data.transforms import ResizeFlip, build_test_transform, sample_train_transform
 
 logger = logging.getLogger(__name__)
@@ -129,8 +130,6 @@ def build_dataset(cfg, name: str, is_train: bool) -> OpenSetDataset:
     """Dataset `name` of the catalogue as model-input dicts; training keeps only known, non-crowd instances."""
     json_file, image_root = dataset_paths(name, cfg)
     if name.startswith("synthetic_"):
-        from semseg_core.data.synthetic import ensure_synthetic_dataset
-
         ensure_synthetic_dataset(cfg, names=[name])
     doc = read_coco_json(json_file)
     meta = get_dataset_meta(name, cfg, _doc=doc)

@@ -75,9 +75,9 @@ def unknown_decision_disabled(model):
 def model_to_coco_results(model, batches: Iterable, known_category_ids: Sequence[int], with_masks: bool,
                           progress: Optional[Callable[[int], None]] = None) -> list:
     """Run a SemSeg nn.Module (eval mode) over test-loader batches; paste masks; convert to COCO results."""
-    import torch
+    import torch  # torch-free evaluation package: scoring a result file needs no torch
 
-    from semseg_core.modeling.postprocess import paste_masks
+    from semseg_core.modeling.postprocess import paste_masks  # torch-free, as above
 
     results = []
     n_images = 0
@@ -105,7 +105,7 @@ def evaluate_model(cfg, model, dataset_name: str, out_dir: str, force_known: boo
     ``force_known=True`` is the ablation with the unknown decision disabled. The model's train/eval mode
     and threshold are restored afterwards. Returns ``{"bbox": {...}, "segm": {...}}``.
     """
-    from semseg_core.data import build_test_loader, get_dataset_meta
+    from semseg_core.data import build_test_loader, get_dataset_meta  # torch-free, as above (the loader imports torch)
 
     meta = get_dataset_meta(dataset_name, cfg)
     with_masks = bool(cfg.MODEL.MASK_ON)

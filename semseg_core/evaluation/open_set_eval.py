@@ -36,7 +36,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from .coco_io import UNKNOWN_ID, CocoFormatError, check_results, load_coco_gt, segmentation_to_rle
+from .coco_io import UNKNOWN_ID, CocoFormatError, check_results, load_coco_gt, load_results_json, segmentation_to_rle
 
 MAX_DETS = [10, 20, 30, 50, 100]
 AREA_LABELS = ["all", "small", "medium", "large"]
@@ -310,7 +310,5 @@ class OpenSetEvaluator:
 def evaluate_result_file(gt, known_category_ids, results_path: str | os.PathLike,
                          iou_types: Sequence[str] = ("bbox", "segm")) -> tuple[dict, OpenSetEvaluator]:
     """Convenience: evaluate a COCO result JSON file; returns (metrics, evaluator)."""
-    from .coco_io import load_results_json
-
     ev = OpenSetEvaluator(gt, known_category_ids, iou_types)
     return ev.evaluate(load_results_json(results_path), source=os.fspath(results_path)), ev

@@ -19,9 +19,10 @@ def rescale_detections(result: Dict[str, torch.Tensor], resized_hw, original_hw)
     boxes[:, 0::2] *= ow / rw
     boxes[:, 1::2] *= oh / rh
     boxes = clip_boxes(boxes, oh, ow)
-    keep = nonempty(boxes)
-    out = {k: v[keep] for k, v in result.items() if k != "boxes"}
-    out["boxes"] = boxes[keep]
+    # one index for every field: a boolean mask per field would cost one host sync (nonzero) each
+    keep = torch.nonzero(nonempty(boxes)).squeeze(1)
+    out = {k: v.index_select(0, keep) for k, v in result.items() if k != "boxes"}
+    out["boxes"] = boxes.index_select(0, keep)
     return out
 
 

@@ -7,6 +7,7 @@ import contextlib
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
+import yaml
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
@@ -77,8 +78,6 @@ def open_reader(path) -> Iterator[Reader]:
 
 def custom_data(path) -> Dict[str, str]:
     """The bag's metadata ``custom_data`` map (empty when absent)."""
-    import yaml
-
     with open(Path(path) / "metadata.yaml") as f:
         info = (yaml.safe_load(f) or {}).get("rosbag2_bagfile_information", {})
     return dict(info.get("custom_data") or {})

@@ -14,6 +14,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import cv2
 import numpy as np
+from matplotlib.figure import Figure  # the object API: no pyplot, no global backend switch
 
 from semseg_ros.bag_tools.bag_io import connections_for, iter_messages, open_reader
 from semseg_core.evaluation.instance_metrics import format_instance_table
@@ -123,12 +124,9 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
 
 
 def _plot_latency(report: Dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     lat = report["latencies_ms"]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     if lat:
         ax.hist(lat, bins=min(30, max(5, len(lat) // 2)), color="#0082c8")
         for p, style in (("p50_ms", "-"), ("p95_ms", "--")):
@@ -142,17 +140,13 @@ def _plot_latency(report: Dict, path: Path) -> None:
     ax.set_title(f"latency over {len(lat)} frames")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _plot_per_class(report: Dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     metrics = report["metrics"]
     names = report["known_classes"]
-    fig, ax = plt.subplots(figsize=(max(5, 1.0 * len(names) + 2), 3.5))
+    fig = Figure(figsize=(max(5, 1.0 * len(names) + 2), 3.5))
+    ax = fig.subplots()
     width = 0.8 / max(1, len(metrics))
     for k, (iou_type, values) in enumerate(metrics.items()):
         per_class = values.get("per_class_AP_k", {})
@@ -167,7 +161,6 @@ def _plot_per_class(report: Dict, path: Path) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def summary_markdown(report: Dict) -> str:
