@@ -178,11 +178,18 @@ def test_the_demo_replay_example_feeds_a_launched_node_as_written(probe, start_n
 @pytest.mark.parametrize("delay_s", [0.3, 0.6, 1.0])
 def test_ctrl_c_during_start_exits_0_without_a_traceback(delay_s, tmp_path):
     """SIGINT while the node is still importing rclpy / torch (the first 1-3 s of a start)."""
+    # The child gets SIGINT's default disposition: a test run started in the background (`make test &`) ignores
+    # SIGINT, the node keeps an ignored SIGINT on purpose (nohup), and it would then run on after the test.
     process = subprocess.Popen([sys.executable, "-m", "semseg_ros.node_main", "--ros-args", "-r",
                                 "__node:=interrupted_node"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
-    time.sleep(delay_s)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=120)
+                               text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        time.sleep(delay_s)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
     assert process.returncode == 0, (process.returncode, err[-3000:])
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
