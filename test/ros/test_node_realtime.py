@@ -125,9 +125,9 @@ def test_camera_three_times_faster_than_the_model(probe, node):
     rss = []
     frames = 90
     for index in range(frames):
-        # RSS at 1/3, 2/3 and the end: allocator growth levels off, a leak keeps growing with every frame
-        if index in (frames // 3, 2 * frames // 3, frames - 1):
-            rss.append(node["process"].rss_bytes())
+        # RSS every 10 frames after warm-up: the allocator grows in one-off steps, a leak grows in every window
+        if index >= frames // 3 and (index - frames // 3) % 10 == 0 or index == frames - 1:
+            rss.append((index, node["process"].rss_bytes()))
         stamp = _publish(probe, node, 100 + index, big=True)
         sent[(stamp.sec, stamp.nanosec)] = time.monotonic()
         time.sleep(period)
@@ -146,10 +146,12 @@ def test_camera_three_times_faster_than_the_model(probe, node):
     diagnostics = _diagnostics(probe, node)
     assert int(diagnostics["frames_dropped"]) > 0
     assert float(diagnostics["latency_p95_ms"]) > 0
-    # a leak of every frame would keep the last third's 30 frames of 640x480 rgb8 alive: bound at half of that
-    last_third_bytes = (frames - 1 - 2 * frames // 3) * 640 * 480 * 3
-    assert rss[2] - rss[1] < last_third_bytes / 2, \
-        f"RSS grew {(rss[2] - rss[1]) / 2**20:.1f} MB in the last third ({rss})"
+    # a leak of every frame would keep each window's frames of 640x480 rgb8 alive: the median window's growth
+    # must stay under half of that (one allocator step in one window, as seen on CI, does not move the median)
+    growth_per_frame = [(b1 - b0) / (i1 - i0) for (i0, b0), (i1, b1) in zip(rss, rss[1:])]
+    assert len(growth_per_frame) >= 5
+    assert np.median(growth_per_frame) < 640 * 480 * 3 / 2, \
+        f"RSS grew in most windows: {[round(g / 2**10) for g in growth_per_frame]} KiB per frame ({rss})"
     assert keys[-1] == last, "latest-frame mode ends on the newest frame: it never leaves the last one waiting"
 
 
