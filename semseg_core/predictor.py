@@ -30,6 +30,8 @@ from .precision import AMP_DTYPES, amp_name
 
 ASSETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
 DEFAULT_WEIGHTS = os.path.join(ASSETS_DIR, "semseg_tiny_synthetic.pt")
+# The tabletop model (nine household meshes known; README "Your own objects"): the RGB-D demo's default.
+TABLETOP_WEIGHTS = os.path.join(ASSETS_DIR, "semseg_tiny_tabletop.pt")
 # TEST.COMPILE -> compile or not (None: CUDA yes, CPU no); not on/off, which YAML reads as booleans.
 COMPILE_MODES = {"auto": None, "enabled": True, "disabled": False, "cudagraphs": True}
 

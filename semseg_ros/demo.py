@@ -75,18 +75,19 @@ def write_frame_grid(report, path: Path) -> Path:
     return path
 
 
-def check_weights(weights: Optional[str]) -> str:
-    """A description of the model; a clear error when the embedded one is missing."""
+def check_weights(weights: Optional[str], embedded: Optional[str] = None) -> str:
+    """A description of the model (``weights``, else the embedded file ``embedded``, else the embedded default
+    model); a clear error when the file is missing."""
     if weights:
         if not os.path.isfile(weights):
             raise FileNotFoundError(f"--weights file not found: {weights}")
         return weights
-    from semseg_core.predictor import DEFAULT_WEIGHTS  # torch-free demo process: predictor imports torch
+    if embedded is None:
+        from semseg_core.predictor import DEFAULT_WEIGHTS as embedded  # torch-free demo process: lazy import
 
-    if not os.path.isfile(DEFAULT_WEIGHTS):
-        raise FileNotFoundError(f"the embedded default model {DEFAULT_WEIGHTS} is missing from this checkout; "
-                                f"pass --weights PATH")
-    return f"embedded tiny model ({os.path.relpath(DEFAULT_WEIGHTS)})"
+    if not os.path.isfile(embedded):
+        raise FileNotFoundError(f"the embedded model {embedded} is missing from this checkout; pass --weights PATH")
+    return f"embedded tiny model ({os.path.relpath(embedded)})"
 
 
 def run_demo(out: Path, num_frames: int, weights: Optional[str] = None, config: Optional[str] = None,
@@ -163,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="any other node parameter, e.g. output:=raw for the authors' raw output (repeatable)")
     parser.add_argument("--scenes", choices=("shapes", "tabletop"), default="shapes",
                         help="shapes (default) or tabletop: RGB-D scenes rendered from meshes, the node with "
-                             "use_depth and a 3D report (needs --weights of a tabletop model)")
+                             "use_depth and a 3D report (the embedded tabletop model unless --weights)")
     return parser
 
 

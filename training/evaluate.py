@@ -51,10 +51,13 @@ CLI_DATASET_NAME = "evaluate_cli_gt"
 OUTPUT_NAMES = ("raw", "raw_published", "instance_map")
 
 
-def output_presets() -> dict:
-    """The named post-processings --output chooses from."""
+def output_presets(known_min_probability: Optional[float] = None) -> dict:
+    """The named post-processings --output chooses from (the instance map at another known_min_probability when
+    given: the node parameter of the same name)."""
+    instance_map = PLANNER_DEFAULTS if known_min_probability is None else \
+        dataclasses.replace(PLANNER_DEFAULTS, known_min_probability=known_min_probability)
     presets = {"raw": PostprocessOptions(), "raw_published": dataclasses.replace(PLANNER_DEFAULTS, output="raw"),
-               "instance_map": PLANNER_DEFAULTS}
+               "instance_map": instance_map}
     return {name: presets[name] for name in OUTPUT_NAMES}
 
 
@@ -73,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", default="raw",
                         help="mode b: comma-separated post-processed outputs to evaluate side by side: raw, "
                              "raw_published, instance_map (default raw)")
+    parser.add_argument("--known-min-probability", type=float, default=None,
+                        help="mode b: the instance map's known_min_probability (default: the node's, "
+                             f"{PLANNER_DEFAULTS.known_min_probability:g})")
     parser.add_argument("--iou-types", default="auto",
                         help="bbox, segm or bbox,segm; auto = segm too when every result has a mask")
     parser.add_argument("--out", required=True, help="output folder for metrics.json, metrics.txt, pr_curves.png")
@@ -164,7 +170,7 @@ def evaluate_with_model(args) -> dict:
         for name in names:
             args.dataset = name
             jobs.append((name, *_gt_and_known(args, cfg)))
-    presets = output_presets()
+    presets = output_presets(args.known_min_probability)
     wanted = _split(args.output)
     bad = [w for w in wanted if w not in presets]
     if not wanted or bad:

@@ -70,7 +70,7 @@ def plot(figures: dict, path: str, chosen: float) -> None:
         for key, name, style in CURVES:
             ax.plot(x, [100 * r[key] for r in rows], style, marker="o", label=name)
         ax.axvline(chosen, color="grey", linewidth=0.8)
-        ax.text(chosen, 2, f" default {chosen:g}", color="grey", fontsize=8)
+        ax.text(chosen, 2, f" used {chosen:g}", color="grey", fontsize=8)
         ax.set_xlabel("known_min_probability")
         ax.set_ylabel("% of objects")
         ax.set_ylim(0, 100)
@@ -88,6 +88,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="a COCO test set: its label in the plot, annotation json, image folder (repeatable)")
     parser.add_argument("--out", required=True, help="PNG to write (a .json of the figures is written next to it)")
     parser.add_argument("--weights", default=None, help="model checkpoint (default: the embedded tiny model)")
+    parser.add_argument("--mark", type=float, default=PLANNER_DEFAULTS.known_min_probability,
+                        help="the value to mark as used (default: the node's default)")
     parser.add_argument("--thresholds", default=",".join(f"{t:g}" for t in THRESHOLDS),
                         help="comma-separated known_min_probability values")
     args = parser.parse_args(argv)
@@ -100,7 +102,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, OSError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    plot(figures, args.out, PLANNER_DEFAULTS.known_min_probability)
+    plot(figures, args.out, args.mark)
     with open(os.path.splitext(args.out)[0] + ".json", "w", encoding="utf-8") as f:
         json.dump(figures, f, indent=1)
     for label, rows in figures.items():

@@ -32,7 +32,8 @@ from tqdm import tqdm
 
 from semseg_core.atomic_io import atomic_open
 from semseg_core.data.synthetic import mask_to_annotation
-from semseg_core.data.tabletop_assets import MeshAsset, MeshError, builtin_assets, folder_assets, split_assets
+from semseg_core.data.tabletop_assets import (MeshAsset, MeshError, builtin_assets, folder_assets, scene_pools,
+                                             split_assets)
 from semseg_core.data.tabletop_camera import DEFAULT_INTRINSICS, CameraIntrinsics, depth_to_millimetres
 from semseg_core.data.tabletop_scene import SceneOptions, TabletopScene, render_tabletop_scene
 
@@ -97,7 +98,8 @@ def generate_tabletop_dataset(
         num_images: number of scenes.
         seed: scene i is a pure function of (seed, split, i).
         split: "train" (default openness 0: known objects only) or "test" (default openness 0.5).
-        openness: expected share of unknown objects per scene; overrides the split's default and ``options``.
+        openness: expected share of objects that are not known per scene: clutter meshes in a training scene,
+            unknown ones in a test scene; overrides the split's default and ``options``.
         intrinsics: the camera.
         options: clutter, camera-pose ranges and amodal masks (`SceneOptions` defaults when None).
         progress: show a progress bar.
@@ -111,6 +113,11 @@ def generate_tabletop_dataset(
         openness = 0.0 if split == "train" else DEFAULT_TEST_OPENNESS
     options = dataclasses.replace(options, openness=float(openness))
     known, unknown = split_assets(assets)
+    _, others = scene_pools(assets, split)
+    if openness > 0 and not others:
+        kind = "clutter (a clutter/ subfolder; built-in: the first half of the blobs)" if split == "train" \
+            else "unknown"
+        raise ValueError(f"openness {openness} in {split} scenes needs {kind} meshes; none given")
     names = [a.name for a in known + unknown]
     if len(set(names)) != len(names):
         raise ValueError(f"class names must be unique, got duplicates in {names}")
@@ -121,13 +128,14 @@ def generate_tabletop_dataset(
     images, annotations = [], []
     for index in tqdm(range(num_images), desc=f"tabletop {split}", disable=not progress, unit="scene"):
         rng = np.random.default_rng([int(seed), _SEED_DOMAIN, _SPLIT_CODE[split], index])
-        scene = render_tabletop_scene(rng, known, unknown, intrinsics, options)
+        scene = render_tabletop_scene(rng, known, others, intrinsics, options)
         image_id = index + 1
         images.append(_write_scene(out_dir, image_id, scene))
         for obj in scene.objects:
             annotations.append(_annotation(obj, category_ids[obj.asset.name], len(annotations) + 1, image_id))
 
-    categories = [{"id": category_ids[a.name], "name": a.name, "supercategory": "known" if a.known else "unknown",
+    categories = [{"id": category_ids[a.name], "name": a.name,
+                   "supercategory": "known" if a.known else "clutter" if a.clutter else "unknown",
                    "mesh": os.path.basename(a.path)} for a in known + unknown]
     info = {
         "description": "semseg_ros tabletop RGB-D open-set scenes (pybullet physics + TinyRenderer)",
@@ -137,7 +145,8 @@ def generate_tabletop_dataset(
         "drop_radius_m": options.drop_radius_m, "amodal": options.amodal,
         "camera_distance_m": _floats(options.camera_distance_m),
         "camera_elevation_deg": _floats(options.camera_elevation_deg),
-        "known_classes": [a.name for a in known], "unknown_classes": [a.name for a in unknown],
+        "known_classes": [a.name for a in known], "unknown_classes": [a.name for a in unknown if not a.clutter],
+        "clutter_classes": [a.name for a in unknown if a.clutter],
         "depth_units": {"depth_file": "16UC1 millimetres, 0 = invalid", "depth_m_file": "32FC1 metres, 0 = invalid"},
     }
     doc = {"info": info, "images": images, "annotations": annotations, "categories": categories}
@@ -181,7 +190,8 @@ def build_parser(prog: str = "python -m semseg_core.data.tabletop") -> argparse.
     parser.add_argument("--num-images", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--openness", type=float, default=None,
-                        help="expected share of unknown objects per scene (default: 0 train, 0.5 test)")
+                        help="expected share of objects that are not known per scene: clutter in train, unknown in "
+                        "test scenes (default: 0 train, 0.5 test)")
     parser.add_argument("--min-objects", type=int, default=SceneOptions.min_objects)
     parser.add_argument("--max-objects", type=int, default=SceneOptions.max_objects)
     parser.add_argument("--drop-radius", type=float, default=SceneOptions.drop_radius_m,

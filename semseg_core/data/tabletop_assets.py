@@ -1,19 +1,25 @@
 """Object meshes for the tabletop scenes: the built-in household set and a user's own mesh folder.
 
 A mesh set is a list of `MeshAsset` (one class per mesh file). Known classes are learnt; unknown ones appear only
-in test scenes. A user's folder has the split in its layout::
+in test scenes; clutter ones only in training scenes, where they stand for the unlabelled things of a robot's
+training images (COCO's training images hold unannotated objects the same way): training keeps only known-class
+annotations, so the model learns them as background, and the test scenes' unknown objects stay never seen. A
+user's folder has the split in its layout::
 
     my_objects/known/<class>.obj|.stl|.glb  (any depth below known/; textures of the .mtl or the .glb are used)
     my_objects/unknown/<class>.obj|.stl|.glb
+    my_objects/clutter/<class>.obj|.stl|.glb   (optional)
 
 The class name is the file name without its extension; it must be unique over both folders. Meshes are in metres
 unless a unit scale is given (0.001 for millimetres). A .glb is converted once to OBJ (`tabletop_gltf`).
 
 The built-in set uses meshes that the ``pybullet`` wheel ships in ``pybullet_data`` (zlib licence, like Bullet):
 textured duck, domino, soccer ball and toy block, plus mug, teddy, bunny, lego brick and a toy can as known
-classes, and the 1000 procedurally generated "random_urdfs" blobs as unknown objects.
+classes, and the 1000 procedurally generated "random_urdfs" blobs: the first half (by name) as clutter, the
+second half as unknown objects.
 """
 
+import dataclasses
 import glob
 import os
 import re
@@ -56,16 +62,19 @@ class MeshAsset:
     Args:
         name: class name (category name in the COCO json).
         path: the OBJ or STL file.
-        known: True for a class the model learns, False for one met only at test time.
+        known: True for a class the model learns, False for one it never learns.
         scale: multiplies the mesh coordinates to give metres.
         textured: the OBJ's material has a diffuse texture (kept when rendering); untextured meshes get a random
             colour per scene.
+        clutter: (not known) met only in training scenes, never annotated for training; False: an unknown
+            class met only in test scenes.
     """
     name: str
     path: str
     known: bool
     scale: float
     textured: bool
+    clutter: bool = False
 
 
 @dataclass(frozen=True)
@@ -176,13 +185,15 @@ def builtin_assets(num_unknown: Optional[int] = None) -> List[MeshAsset]:
     blobs = sorted(glob.glob(os.path.join(root, BUILTIN_UNKNOWN_PATTERN)))
     if num_unknown is not None:
         blobs = blobs[:num_unknown]
+    usable = []
     for path in blobs:
         name = "blob_" + os.path.splitext(os.path.basename(path))[0]
         try:
-            assets.append(_scaled_to(path, name, False, BUILTIN_UNKNOWN_SIZE_M))
+            usable.append(_scaled_to(path, name, False, BUILTIN_UNKNOWN_SIZE_M))
         except MeshError:
             continue  # pybullet_data ships a few broken blobs (e.g. NaN vertices in 168.obj): not usable
-    return assets
+    half = len(usable) // 2
+    return assets + [dataclasses.replace(blob, clutter=index < half) for index, blob in enumerate(usable)]
 
 
 def _mesh_files(folder: str) -> List[str]:
@@ -210,12 +221,13 @@ def folder_assets(folder: str, unit_scale: float = 1.0) -> List[MeshAsset]:
     if not unit_scale > 0:
         raise MeshError(f"unit scale must be > 0, got {unit_scale}")
     assets, seen = [], {}
-    for split in ("known", "unknown"):
+    for split in ("known", "unknown", "clutter"):
         sub = os.path.join(folder, split)
         if not os.path.isdir(sub):
             if split == "known":
                 raise MeshError(f"{folder}: needs a 'known' subfolder with the meshes of the classes to learn "
-                                "(and optionally an 'unknown' one with meshes met only at test time)")
+                                "(and optionally an 'unknown' one with meshes met only at test time, a 'clutter' "
+                                "one with unlabelled things for training scenes)")
             continue
         for path in _mesh_files(sub):
             name = os.path.splitext(os.path.basename(path))[0]
@@ -229,12 +241,19 @@ def folder_assets(folder: str, unit_scale: float = 1.0) -> List[MeshAsset]:
                 except GltfError as err:
                     raise MeshError(str(err)) from None
             read_vertices(path)  # a bad file fails here, naming itself
-            assets.append(MeshAsset(name, path, split == "known", float(unit_scale), has_texture(path)))
+            assets.append(MeshAsset(name, path, split == "known", float(unit_scale), has_texture(path),
+                                    clutter=split == "clutter"))
     if not any(a.known for a in assets):
         raise MeshError(f"{os.path.join(folder, 'known')}: no mesh files ({', '.join(MESH_EXTENSIONS)})")
     return assets
 
 
 def split_assets(assets: Sequence[MeshAsset]) -> Tuple[List[MeshAsset], List[MeshAsset]]:
-    """(known, unknown) in the given order."""
+    """(known, not known: unknown and clutter) in the given order: the json's category order."""
     return [a for a in assets if a.known], [a for a in assets if not a.known]
+
+
+def scene_pools(assets: Sequence[MeshAsset], split: str) -> Tuple[List[MeshAsset], List[MeshAsset]]:
+    """(known, the other objects a scene of ``split`` draws from): clutter in training, unknown in test scenes."""
+    known, others = split_assets(assets)
+    return known, [a for a in others if a.clutter == (split == "train")]

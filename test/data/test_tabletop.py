@@ -172,6 +172,46 @@ def test_amodal_masks_contain_visible_masks_and_coco_loads(tmp_path):
     assert int(item["instances"]["classes"].max()) < len(known_names)
 
 
+def test_clutter_meshes_only_in_training_scenes_and_never_training_targets(tmp_path, mesh_folder):
+    """Built-in set: the first half of the usable blobs is clutter (training scenes only), the second half the
+    unknown objects of test scenes; a training scene's clutter is in the json but never a training target."""
+    assets = builtin_assets(num_unknown=8)
+    blobs = [a for a in assets if not a.known]
+    assert len(blobs) == 8 and [a.clutter for a in blobs] == [True] * 4 + [False] * 4
+    clutter_names, unknown_names = {a.name for a in blobs[:4]}, {a.name for a in blobs[4:]}
+    options = SceneOptions(min_objects=3, max_objects=4, drop_radius_m=0.1)
+    drawn = {}
+    for split in ("train", "test"):
+        json_path = generate_tabletop_dataset(str(tmp_path / split), assets, 3, seed=2, split=split, openness=0.5,
+                                              intrinsics=SMALL_CAMERA, options=options, progress=False)
+        doc = json.load(open(json_path))
+        names = {c["id"]: c["name"] for c in doc["categories"]}
+        drawn[split] = {names[a["category_id"]] for a in doc["annotations"] if not a["known"]}
+        assert sorted(doc["info"]["clutter_classes"]) == sorted(clutter_names)
+        assert sorted(doc["info"]["unknown_classes"]) == sorted(unknown_names)
+        assert len(doc["categories"]) == 9 + 8  # the same category ids in both splits
+    assert drawn["train"] and drawn["train"] <= clutter_names
+    assert drawn["test"] and drawn["test"] <= unknown_names
+
+    doc = json.load(open(tmp_path / "train" / "annotations.json"))
+    known_names = doc["info"]["known_classes"]
+    register_coco_openset("tabletop_clutter_test", str(tmp_path / "train" / "annotations.json"),
+                          str(tmp_path / "train" / "images"), known_class_names=known_names)
+    cfg = small_cfg(tmp_path, known=known_names, num_known=len(known_names), min_size=120, flip="none")
+    train = build_dataset(cfg, "tabletop_clutter_test", is_train=True)
+    assert sum(len(r["annotations"]) for r in train.records) == sum(a["known"] for a in doc["annotations"])
+
+    # A user's folder: clutter/ is the clutter; training scenes with openness need it and say so.
+    with pytest.raises(ValueError, match="clutter"):
+        generate_tabletop_dataset(str(tmp_path / "no_clutter"), folder_assets(str(mesh_folder), 0.001), 1, seed=0,
+                                  split="train", openness=0.5, intrinsics=SMALL_CAMERA, progress=False)
+    (mesh_folder / "clutter").mkdir()
+    write_tetra_stl(mesh_folder / "clutter" / "rag.stl", 50)
+    assets = folder_assets(str(mesh_folder), unit_scale=0.001)
+    assert [(a.name, a.known, a.clutter) for a in assets] == [("cube", True, False), ("wedge", False, False),
+                                                             ("rag", False, True)]
+
+
 def test_bad_mesh_folders_name_the_problem(tmp_path, mesh_folder):
     with pytest.raises(MeshError, match="needs a 'known' subfolder"):
         folder_assets(str(tmp_path))

@@ -87,12 +87,12 @@ def test_match_by_mask_is_greedy_one_to_one_above_half_iou():
 @pytest.mark.ros
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_tabletop_demo_through_the_node_with_depth(tmp_path, tabletop_weights):
-    """The demo as a user runs it: exit 0, a 3D answer for every frame, and every Detection3D is the node's depth
-    rule applied to its own label image, the bag's depth and the bag's camera_info (so the node used the right
-    depth and intrinsics)."""
+def test_tabletop_demo_through_the_node_with_depth(tmp_path):
+    """The demo as a user runs it, with the embedded tabletop model: exit 0, a 3D answer for every frame, and every
+    Detection3D is the node's depth rule applied to its own label image, the bag's depth and the bag's camera_info
+    (so the node used the right depth and intrinsics)."""
     out = tmp_path / "demo"
-    command = [sys.executable, "-m", "semseg_ros.demo_tabletop", "--weights", tabletop_weights, "--num-frames", "2",
+    command = [sys.executable, "-m", "semseg_ros.demo_tabletop", "--num-frames", "2",
                "--out", str(out), "--storage", "sqlite3", "--param", "num_threads:=1",
                "--param", "depth_min_points:=1"]
     run = subprocess.run(command, capture_output=True, text=True, timeout=280)
@@ -127,27 +127,10 @@ def test_tabletop_demo_through_the_node_with_depth(tmp_path, tabletop_weights):
     assert cv2.VideoCapture(str(out / "overlay.mp4")).isOpened() or (out / "overlay_frames.png").is_file()
 
 
-def test_demo_without_matching_model_says_what_to_pass(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "semseg_ros.demo_tabletop", "--out", str(tmp_path)],
-                         capture_output=True, text=True, timeout=60)
-    assert run.returncode == 2 and "--weights" in run.stderr
-    run = subprocess.run([sys.executable, "-m", "semseg_ros.demo", "--scenes", "tabletop", "--out", str(tmp_path)],
-                         capture_output=True, text=True, timeout=60)
-    assert run.returncode == 1 and "needs a model that knows the tabletop classes: pass --weights" in run.stderr
+def test_demo_with_a_missing_model_file_says_so_before_doing_anything(tmp_path):
+    missing = tmp_path / "nowhere.pth"
+    for module in (["semseg_ros.demo_tabletop"], ["semseg_ros.demo", "--scenes", "tabletop"]):
+        run = subprocess.run([sys.executable, "-m", *module, "--weights", str(missing), "--out", str(tmp_path)],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 1 and f"--weights file not found: {missing}" in run.stderr
     assert not (tmp_path / "scenes").exists()  # refused before doing anything
-
-
-@pytest.fixture(scope="module")
-def tabletop_weights(tmp_path_factory):
-    """A checkpoint of the tabletop config with fixed random weights (its nine class names inside)."""
-    import torch
-
-    from semseg_core.checkpoint import save_checkpoint
-    from semseg_core.config import load_config
-    from semseg_core.modeling import build_model
-
-    cfg = load_config(str(Path(__file__).resolve().parents[2] / "config" / "models" / "Tabletop" / "semseg_tiny.yaml"))
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tabletop_weights") / "random_tabletop.pt"
-    save_checkpoint(str(path), build_model(cfg), cfg)
-    return str(path)

@@ -197,6 +197,13 @@ def test_cli_puts_raw_and_instance_map_side_by_side(tiny_setup, tmp_path, capsys
     assert everything["instance_map"]["instances"]["empty_detections"] == 0
     assert cli.main([*common, "--output", "raw,panoptic", *overrides]) == 2
     assert "--output must name outputs among raw, raw_published, instance_map" in capsys.readouterr().err
+    # --known-min-probability sets the instance map's threshold only, validated like the node parameter
+    presets = cli.output_presets(0.6)
+    assert presets["instance_map"].known_min_probability == 0.6
+    assert presets["raw_published"] == cli.output_presets()["raw_published"]
+    assert cli.output_presets()["instance_map"].known_min_probability == 0.95
+    assert cli.main([*common, "--output", "instance_map", "--known-min-probability", "1.5", *overrides]) == 2
+    assert "known_min_probability" in capsys.readouterr().err
 
 
 def test_tradeoff_script_writes_the_plot_and_its_figures(tmp_path, capsys):
