@@ -44,20 +44,17 @@ NODE_NAME = "semseg_tabletop_demo"
 OWN_OUTPUTS = ("scenes", "input_bag", "recording", "report", "overlay.mp4", "overlay_frames.png", "node.log")
 
 
-def run_tabletop_demo(out: Path, num_frames: int, weights: str, config: Optional[str] = None,
+def run_tabletop_demo(out: Path, num_frames: int, weights: Optional[str], config: Optional[str] = None,
                       storage: str = "mcap", device: str = "cpu", depth_encoding: str = "16UC1",
                       node_params: Sequence[Tuple[str, str]] = ()) -> dict:
     """Every step of the RGB-D demo; returns the scored report with its ``detections_3d`` section."""
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # the demo stays on this machine
 
     started = time.monotonic()
-    if not weights:
-        from semseg_core.predictor import TABLETOP_WEIGHTS  # torch-free demo process: lazy import
+    from semseg_core.predictor import TABLETOP_WEIGHTS  # lazy: the predictor module imports torch
 
-        model = check_weights(None, TABLETOP_WEIGHTS)
-        weights = TABLETOP_WEIGHTS
-    else:
-        model = check_weights(weights)
+    model = check_weights(weights, TABLETOP_WEIGHTS)
+    weights = weights or TABLETOP_WEIGHTS
     out.mkdir(parents=True, exist_ok=True)
     clear_previous_outputs(out, OWN_OUTPUTS)
 
