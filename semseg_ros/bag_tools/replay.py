@@ -25,6 +25,7 @@ from tqdm import tqdm
 import semseg_ros  # noqa: F401 - fills in the ROS runtime environment before rclpy starts
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from semseg_ros.bag_tools.bag_io import STORAGES, BagError, iter_messages, open_reader
 from semseg_ros.bag_tools.make_bag import GROUNDTRUTH_FILE, load_groundtruth
@@ -61,6 +62,26 @@ class ReplaySummary:
     answered: int
     unanswered: int
     wall_s: float
+    node_counts: Dict[str, int]  # the node's own frame accounting (its last /diagnostics); empty if none came
+
+    def explain(self) -> str:
+        """Where unanswered frames went, by the node's own accounting; '' when every frame was answered."""
+        if not self.unanswered:
+            return ""
+        counts = self.node_counts
+        if not counts:
+            return "the node published no /diagnostics, so where the frames went is unknown"
+        never_arrived = max(self.frames - counts["frames_received"], 0)
+        parts = [f"received {counts['frames_received']} of {self.frames}",
+                 f"processed {counts['frames_processed']}",
+                 f"dropped {counts['frames_dropped']} (latest-frame mode: replaced by a newer frame while busy)",
+                 f"rejected {counts['frames_rejected']}", f"failed {counts['frames_failed']}"]
+        text = "the node reports: " + ", ".join(parts)
+        if never_arrived:
+            text += (f"; {never_arrived} never reached it (the middleware counted "
+                     f"{counts['frames_lost_in_transport']} as lost): best-effort input drops frames under load, "
+                     f"--param image_qos.reliability:=reliable makes the transport resend them")
+        return text
 
 
 def node_output_topic(node_name: str, namespace: str, name: str) -> str:
@@ -81,6 +102,18 @@ class _Recorder:
         self.node = node
         self.topics = topics
         self.subscriptions = []
+        self.node_counts: Dict[str, int] = {}
+
+    def watch_diagnostics(self, node_fqn: str) -> None:
+        """Keep the node's latest frame accounting from /diagnostics (not recorded): it tells an unanswered
+        frame that never arrived from one the node dropped or failed."""
+        def on_diagnostics(msg):
+            for status in msg.status:
+                if status.name == f"{node_fqn}: perception":
+                    values = {kv.key: kv.value for kv in status.values}
+                    self.node_counts = {key: int(value) for key, value in values.items()
+                                        if key.startswith("frames_") and value.isdigit()}
+        self.subscriptions.append(self.node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10))
 
     def subscribe(self, timeout_s: float, still_ok) -> None:
         """Subscribe once each topic has a publisher, with QoS matching what it offers."""
@@ -181,6 +214,7 @@ def replay(bag, out, storage: str = "sqlite3", every_frame: bool = True, rate: f
                       for topic, msgtype in bag_topics.items()}
         writer = RecordingWriter(out, storage, outputs, custom)
         recorder = _Recorder(session.node, writer, outputs)
+        recorder.watch_diagnostics(node_output_topic(node_name, namespace, "").rstrip("/"))
         session.start()
         timeout = start_node.startup_timeout_s if start_node else discovery_timeout_s
         recorder.subscribe(timeout, still_ok)
@@ -191,7 +225,7 @@ def replay(bag, out, storage: str = "sqlite3", every_frame: bool = True, rate: f
         answered_count = _drain_answers(recorder, sent, required, drain_timeout_s)
         recorder.flush()
         return ReplaySummary(out, mode, len(sent), answered_count, len(sent) - answered_count,
-                             time.monotonic() - started)
+                             time.monotonic() - started, dict(recorder.node_counts))
     finally:
         session.stop_spinning()
         if writer is not None:
@@ -304,7 +338,8 @@ def _publish_bag(bag: Path, image_topic: str, publishers: Dict, recorder: _Recor
 
 
 def _drain_answers(recorder: _Recorder, sent: Sequence[int], required: Sequence[str], drain_timeout_s: float) -> int:
-    """Let the last answers arrive: until all are in, or nothing new came for ``drain_timeout_s``.
+    """Let the last answers arrive: until all are in, or nothing new came for ``drain_timeout_s`` (long enough
+    for the node's next /diagnostics, which then counts every frame).
     Returns how many sent frames were answered on every required topic."""
     with recorder.changed:
         while not all(recorder.answered(s, required) for s in sent):
@@ -412,6 +447,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
     print(f"replayed {summary.frames} frames ({summary.mode}) in {summary.wall_s:.1f} s: {summary.answered} "
           f"answered, {summary.unanswered} unanswered; recording {summary.recording}")
+    if summary.unanswered:
+        print(summary.explain())
     return 0 if summary.unanswered == 0 else 1
 
 

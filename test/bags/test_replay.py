@@ -100,18 +100,53 @@ def test_node_that_cannot_start_is_reported(tmp_path):
 @pytest.mark.timeout(300)
 def test_cli_timed_replay_keeps_bag_timing(tmp_path, tiny_weights, capsys):
     """Bag timing at --rate 2: frames 1 s apart in the bag are published 0.5 s apart; a node in its
-    default latest-frame mode keeps up with that and answers each one."""
+    default latest-frame mode keeps up with that and answers each one. The input is reliable here: a frame the
+    best-effort default loses on a loaded machine is transport, not timing (the next test covers that)."""
     coco_json = generate_dataset(str(tmp_path / "scenes"), 4, seed=9, image_size=96, progress=False)
     bag = tmp_path / "bag"
     make_bag(coco_json, bag, rate=1.0, progress=False)
     code = replay_module.main(["--bag", str(bag), "--out", str(tmp_path / "rec"), "--rate", "2", "--start-node",
                                "--weights", tiny_weights, "--param", "num_threads:=1", "--quiet",
-                               "--storage", "mcap"])
+                               "--param", "image_qos.reliability:=reliable", "--storage", "mcap"])
     printed = capsys.readouterr()
-    assert code == 0, printed.out + printed.err
+    assert code == 0, printed.out + printed.err + (tmp_path / "rec.node.log").read_text()
     assert "4 answered, 0 unanswered" in printed.out
     recording = load_recording(tmp_path / "rec")
     sent = [recording.sent_ns[s] for s in sorted(recording.sent_ns)]
     gaps_s = np.diff(sent) / 1e9
     assert np.all(np.abs(gaps_s - 0.5) < 0.05), gaps_s
     assert recording.custom["mode"] == "timed" and (tmp_path / "rec.node.log").is_file()
+
+
+@pytest.mark.timeout(300)
+def test_unanswered_frames_are_explained_by_the_node_accounting(tmp_path, tiny_weights, capsys):
+    """Frames 10 ms apart into a latest-frame node that needs ~100 ms each: most are replaced while it is busy.
+    The CLI fails and says where they went, from the node's own /diagnostics: with reliable input every frame
+    arrives, so every unanswered one is a dropped one."""
+    frames = 12
+    coco_json = generate_dataset(str(tmp_path / "scenes"), frames, seed=4, image_size=96, progress=False)
+    bag = tmp_path / "bag"
+    make_bag(coco_json, bag, rate=1.0, progress=False)
+    code = replay_module.main(["--bag", str(bag), "--out", str(tmp_path / "rec"), "--rate", "100", "--start-node",
+                               "--weights", tiny_weights, "--param", "num_threads:=1", "--quiet",
+                               "--param", "image_qos.reliability:=reliable", "--drain-timeout", "3"])
+    printed = capsys.readouterr().out
+    assert code == 1, printed
+    answered = int(printed.split(" answered, ")[0].rsplit(" ", 1)[1])
+    unanswered = frames - answered
+    assert 0 < unanswered < frames and f"{answered} answered, {unanswered} unanswered" in printed
+    assert (f"the node reports: received {frames} of {frames}, processed {answered}, dropped {unanswered} "
+            f"(latest-frame mode: replaced by a newer frame while busy), rejected 0, failed 0") in printed, printed
+    assert "never reached it" not in printed
+
+
+def test_explanation_names_frames_that_never_arrived():
+    summary = replay_module.ReplaySummary(Path("rec"), "timed", 10, 7, 3, 1.0, {
+        "frames_received": 8, "frames_processed": 7, "frames_dropped": 1, "frames_rejected": 0, "frames_failed": 0,
+        "frames_lost_in_transport": 2})
+    assert summary.explain() == (
+        "the node reports: received 8 of 10, processed 7, dropped 1 (latest-frame mode: replaced by a newer frame "
+        "while busy), rejected 0, failed 0; 2 never reached it (the middleware counted 2 as lost): best-effort "
+        "input drops frames under load, --param image_qos.reliability:=reliable makes the transport resend them")
+    assert replay_module.ReplaySummary(Path("rec"), "timed", 10, 10, 0, 1.0, {}).explain() == ""
+    assert "no /diagnostics" in replay_module.ReplaySummary(Path("rec"), "timed", 10, 9, 1, 1.0, {}).explain()
