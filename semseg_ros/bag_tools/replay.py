@@ -315,6 +315,7 @@ def _publish_bag(bag: Path, image_topic: str, publishers: Dict, recorder: _Recor
         bar = tqdm(total=total, desc=description, unit="frame", disable=not progress)
         bag_start, wall_start = None, time.monotonic()
         for connection, log_time, raw in iter_messages(reader):
+            recorder.flush()  # before the wait, so that writing the outputs never delays a publish
             if not every_frame:  # keep the bag's timing, scaled
                 bag_start = log_time if bag_start is None else bag_start
                 delay = wall_start + (log_time - bag_start) / 1e9 / rate - time.monotonic()
@@ -324,7 +325,6 @@ def _publish_bag(bag: Path, image_topic: str, publishers: Dict, recorder: _Recor
             if connection.topic != image_topic:
                 publishers[connection.topic].publish(bytes(raw))
                 continue
-            recorder.flush()
             stamp = cdr_header_stamp(raw)
             writer.write_sent(stamp, time.time_ns())
             publishers[image_topic].publish(bytes(raw))
