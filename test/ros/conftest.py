@@ -20,7 +20,7 @@ os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="semseg_ros_test_lo
 
 import semseg_ros  # noqa: E402  (sets the DDS profile / AMENT_PREFIX_PATH for this process)
 import rclpy  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
@@ -36,11 +36,15 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
+PROBE_ERRORS = []  # what the probe's executor raised: a wait that times out names them
+
+
 def wait_for(predicate, timeout, what):
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            errors = f" (the probe's executor raised: {'; '.join(PROBE_ERRORS[-3:])})" if PROBE_ERRORS else ""
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{errors}")
         time.sleep(0.01)
 
 
@@ -66,15 +70,22 @@ class Probe:
         self.node = rclpy.create_node("semseg_test_probe", context=self.context)
         self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
         self.executor.add_node(self.node)
+        self._halt = threading.Event()
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
         self._lock = threading.Lock()
 
     def _spin(self):
-        try:
-            self.executor.spin()
-        except Exception:
-            pass
+        """spin_once in a loop, not spin(): spin() ends at the first exception, and a subscription a test destroys
+        after the MultiThreadedExecutor picked it raises InvalidHandle there (ros2/rclpy#1206). Ended silently,
+        the session-wide probe would stop receiving and every later test would time out."""
+        while not self._halt.is_set() and self.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.1)
+            except ExternalShutdownException:
+                return
+            except Exception as error:
+                PROBE_ERRORS.append(f"{type(error).__name__}: {error}")
 
     def collect(self, msg_type, topic, qos=RELIABLE):
         """Subscribe and return (list of (receive_time, msg), subscription)."""
@@ -102,6 +113,7 @@ class Probe:
                     return {kv.key: kv.value for kv in status.values}
 
     def close(self):
+        self._halt.set()
         self.executor.shutdown(timeout_sec=5)
         self._thread.join(5)
         self.node.destroy_node()
