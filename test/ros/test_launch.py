@@ -168,8 +168,10 @@ def test_the_demo_replay_example_feeds_a_launched_node_as_written(probe, start_n
                                "--out", str(tmp_path / "recording"), "--rate", "1.0", "--quiet"],
                               capture_output=True, text=True, timeout=240)
     assert launched.stop(signal.SIGINT) == 0, launched.log()[-3000:]
-    summary = replayed.stdout.strip().splitlines()[-1] if replayed.stdout.strip() else replayed.stderr
-    assert summary.startswith("replayed 8 frames (timed)"), replayed.stdout[-2000:] + replayed.stderr[-2000:]
+    summaries = [line for line in replayed.stdout.splitlines() if line.startswith("replayed ")]
+    assert summaries and summaries[0].startswith("replayed 8 frames (timed)"), \
+        replayed.stdout[-2000:] + replayed.stderr[-2000:]
+    summary = summaries[0]
     answered = int(summary.split(": ")[1].split(" answered")[0])
     assert answered >= 1, summary  # latest-frame mode may drop frames under load; none answered = no match
 

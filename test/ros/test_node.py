@@ -236,9 +236,10 @@ def test_every_frame_mode_processes_each_frame_in_order(probe, node):
 
 
 def test_every_frame_queue_full_drops_are_counted_and_the_node_recovers(probe, tiny_weights, tmp_path):
-    """A 50 Hz stream, far faster than the model, into a queue of two frames and a subscription history of ten
-    (200 ms of stream): the executor never waits for the model, so the history never overflows unseen (before, it
-    waited while the queue was full and the history dropped frames that no counter saw). Every frame is taken;
+    """A 50 Hz stream, far faster than the model, into a queue of two frames and a subscription history of 20
+    (400 ms of stream, half the burst): the executor never waits for the model, so the history never overflows
+    unseen (before, it waited while the queue was full and the history dropped frames that no counter saw; a
+    shorter history also overflowed when the 2-core machine held the executor thread off for 200 ms). Every frame is taken;
     what the full queue refuses is counted, in frames_dropped and frames_dropped_queue_full; what is processed
     comes out in order."""
     name = "backpressure_under_test"
@@ -247,7 +248,7 @@ def test_every_frame_queue_full_drops_are_counted_and_the_node_recovers(probe, t
     process = NodeProcess(name, {
         "weights": tiny_weights, "model_config": str(TINY_CONFIG), "num_threads": 1,
         "known_score_threshold": 0.0, "unknown_score_threshold": 0.0, "process_every_frame": True,
-        "queue_size": 2, "image_qos.reliability": "reliable", "image_qos.depth": 10, "diagnostics_period": 0.5,
+        "queue_size": 2, "image_qos.reliability": "reliable", "image_qos.depth": 20, "diagnostics_period": 0.5,
     }, remappings=[("image", topic)], log_dir=str(tmp_path))
     try:
         publisher = probe.publisher(topic, qos=QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
@@ -259,11 +260,16 @@ def test_every_frame_queue_full_drops_are_counted_and_the_node_recovers(probe, t
             publisher.publish(image_msg(test_image(seed=3), stamp))
             time.sleep(0.02)
 
+        last = {}
+
         def settled():
-            status = probe.latest_diagnostics(diagnostics, name)
-            return status if status["frames_received"] == str(frames) and status["queued"] == "0" else None
-        wait_for(settled, TIMEOUT * 2, f"all {frames} frames taken and the queue empty")
-        status = settled()
+            last.update(probe.latest_diagnostics(diagnostics, name))
+            return last["frames_received"] == str(frames) and last["queued"] == "0"
+        try:
+            wait_for(settled, TIMEOUT * 2, f"all {frames} frames taken and the queue empty")
+        except AssertionError as error:
+            raise AssertionError(f"{error}; the node's last status: {last}") from None
+        status = dict(last)
         answered = [m.header.stamp.sec for _, m in list(detections) if m.header.stamp.sec in {s.sec for s in stamps}]
         assert answered == sorted(answered) and len(answered) == int(status["frames_processed"])
         dropped = int(status["frames_dropped"])
