@@ -25,8 +25,8 @@ from tqdm import tqdm
 import semseg_ros  # noqa: F401 - fills in the ROS runtime environment before rclpy starts
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from diagnostic_msgs.msg import DiagnosticArray
 from semseg_ros.bag_tools.bag_io import STORAGES, BagError, iter_messages, open_reader
 from semseg_ros.bag_tools.make_bag import GROUNDTRUTH_FILE, load_groundtruth
 from semseg_ros.bag_tools.node_process import NodeProcess, NodeSpec, ReplayError
@@ -34,6 +34,7 @@ from semseg_ros.bag_tools.recording import RecordingWriter
 from semseg_ros.bag_tools.typestore import DETECTIONS_3D_TYPE, DETECTIONS_TYPE, IMAGE_TYPE, LABEL_INFO_TYPE
 
 DEFAULT_NODE_NAME = "perception_node"
+DIAGNOSTICS_WAIT_S = 3.0  # for the node's first /diagnostics before the first frame (it sends one a second)
 
 
 def cdr_header_stamp(raw) -> int:
@@ -62,7 +63,7 @@ class ReplaySummary:
     answered: int
     unanswered: int
     wall_s: float
-    node_counts: Dict[str, int]  # the node's own frame accounting (its last /diagnostics); empty if none came
+    node_counts: Dict[str, int]  # the node's frame accounting (/diagnostics) over the replay; empty if none came
 
     def explain(self) -> str:
         """Where unanswered frames went, by the node's own accounting; '' when every frame was answered."""
@@ -74,7 +75,8 @@ class ReplaySummary:
         never_arrived = max(self.frames - counts["frames_received"], 0)
         parts = [f"received {counts['frames_received']} of {self.frames}",
                  f"processed {counts['frames_processed']}",
-                 f"dropped {counts['frames_dropped']} (latest-frame mode: replaced by a newer frame while busy)",
+                 f"dropped {counts['frames_dropped']} (the model was busy: replaced by a newer frame in latest-frame "
+                 f"mode, or the every-frame queue was full)",
                  f"rejected {counts['frames_rejected']}", f"failed {counts['frames_failed']}"]
         text = "the node reports: " + ", ".join(parts)
         if never_arrived:
@@ -103,6 +105,7 @@ class _Recorder:
         self.topics = topics
         self.subscriptions = []
         self.node_counts: Dict[str, int] = {}
+        self._counts_before: Optional[Dict[str, int]] = None
 
     def watch_diagnostics(self, node_fqn: str) -> None:
         """Keep the node's latest frame accounting from /diagnostics (not recorded): it tells an unanswered
@@ -111,9 +114,23 @@ class _Recorder:
             for status in msg.status:
                 if status.name == f"{node_fqn}: perception":
                     values = {kv.key: kv.value for kv in status.values}
-                    self.node_counts = {key: int(value) for key, value in values.items()
-                                        if key.startswith("frames_") and value.isdigit()}
+                    with self.changed:
+                        self.node_counts = {key: int(value) for key, value in values.items()
+                                            if key.startswith("frames_") and value.isdigit()}
+                        self.changed.notify_all()
         self.subscriptions.append(self.node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10))
+
+    def mark_counts_before(self, timeout_s: float) -> None:
+        """The node's counts before the first frame (waiting up to ``timeout_s`` for its first /diagnostics): a
+        node that ran before the replay has counted other frames."""
+        with self.changed:
+            self.changed.wait_for(lambda: bool(self.node_counts), timeout_s)
+            self._counts_before = dict(self.node_counts)
+
+    def counts_during_replay(self) -> Dict[str, int]:
+        with self.changed:
+            before = self._counts_before or {}
+            return {key: value - before.get(key, 0) for key, value in self.node_counts.items()}
 
     def subscribe(self, timeout_s: float, still_ok) -> None:
         """Subscribe once each topic has a publisher, with QoS matching what it offers."""
@@ -220,12 +237,13 @@ def replay(bag, out, storage: str = "sqlite3", every_frame: bool = True, rate: f
         recorder.subscribe(timeout, still_ok)
         _wait_until_connected(session.node, publishers[image_topic], image_topic, recorder, required, timeout,
                               still_ok)
+        recorder.mark_counts_before(DIAGNOSTICS_WAIT_S)
         sent = _publish_bag(bag, image_topic, publishers, recorder, writer, required, every_frame, rate,
                             answer_timeout_s, still_ok, f"replay ({mode})", progress)
         answered_count = _drain_answers(recorder, sent, required, drain_timeout_s)
         recorder.flush()
         return ReplaySummary(out, mode, len(sent), answered_count, len(sent) - answered_count,
-                             time.monotonic() - started, dict(recorder.node_counts))
+                             time.monotonic() - started, recorder.counts_during_replay())
     finally:
         session.stop_spinning()
         if writer is not None:

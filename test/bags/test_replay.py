@@ -16,6 +16,7 @@ from semseg_ros.bag_tools import replay as replay_module
 from semseg_ros.bag_tools.bag_io import BagError
 from semseg_ros.bag_tools.make_bag import load_groundtruth, make_bag
 from semseg_ros.bag_tools.recording import load_recording
+from semseg_ros.bag_tools.node_process import NodeProcess
 from semseg_ros.bag_tools.replay import NodeSpec, ReplayError, replay
 from semseg_ros.bag_tools.score import score_recording
 from semseg_ros.parameters import SPECS, postprocess_options
@@ -118,26 +119,36 @@ def test_cli_timed_replay_keeps_bag_timing(tmp_path, tiny_weights, capsys):
     assert recording.custom["mode"] == "timed" and (tmp_path / "rec.node.log").is_file()
 
 
+BUSY = "(the model was busy: replaced by a newer frame in latest-frame mode, or the every-frame queue was full)"
+
+
 @pytest.mark.timeout(300)
 def test_unanswered_frames_are_explained_by_the_node_accounting(tmp_path, tiny_weights, capsys):
     """Frames 10 ms apart into a latest-frame node that needs ~100 ms each: most are replaced while it is busy.
     The CLI fails and says where they went, from the node's own /diagnostics: with reliable input every frame
-    arrives, so every unanswered one is a dropped one."""
+    arrives, so every unanswered one is a dropped one. Twice into the same running node: the second replay
+    reports its own 12 frames, not the node's 24."""
     frames = 12
     coco_json = generate_dataset(str(tmp_path / "scenes"), frames, seed=4, image_size=96, progress=False)
     bag = tmp_path / "bag"
     make_bag(coco_json, bag, rate=1.0, progress=False)
-    code = replay_module.main(["--bag", str(bag), "--out", str(tmp_path / "rec"), "--rate", "100", "--start-node",
-                               "--weights", tiny_weights, "--param", "num_threads:=1", "--quiet",
-                               "--param", "image_qos.reliability:=reliable", "--drain-timeout", "3"])
-    printed = capsys.readouterr().out
-    assert code == 1, printed
-    answered = int(printed.split(" answered, ")[0].rsplit(" ", 1)[1])
-    unanswered = frames - answered
-    assert 0 < unanswered < frames and f"{answered} answered, {unanswered} unanswered" in printed
-    assert (f"the node reports: received {frames} of {frames}, processed {answered}, dropped {unanswered} "
-            f"(latest-frame mode: replaced by a newer frame while busy), rejected 0, failed 0") in printed, printed
-    assert "never reached it" not in printed
+    spec = NodeSpec(params={"weights": tiny_weights, "num_threads": "1", "image_qos.reliability": "reliable"},
+                    log_path=tmp_path / "node.log", startup_timeout_s=120)
+    node = NodeProcess(replay_module.DEFAULT_NODE_NAME, "", load_groundtruth(bag)["image_topic"], spec)
+    try:
+        for run in range(2):
+            code = replay_module.main(["--bag", str(bag), "--out", str(tmp_path / f"rec{run}"), "--rate", "100",
+                                       "--quiet", "--drain-timeout", "3"])
+            printed = capsys.readouterr().out
+            assert code == 1, printed + (tmp_path / "node.log").read_text()
+            answered = int(printed.split(" answered, ")[0].rsplit(" ", 1)[1])
+            unanswered = frames - answered
+            assert 0 < unanswered < frames and f"{answered} answered, {unanswered} unanswered" in printed
+            assert (f"the node reports: received {frames} of {frames}, processed {answered}, dropped {unanswered} "
+                    f"{BUSY}, rejected 0, failed 0") in printed, printed
+            assert "never reached it" not in printed
+    finally:
+        node.stop()
 
 
 def test_explanation_names_frames_that_never_arrived():
@@ -145,8 +156,8 @@ def test_explanation_names_frames_that_never_arrived():
         "frames_received": 8, "frames_processed": 7, "frames_dropped": 1, "frames_rejected": 0, "frames_failed": 0,
         "frames_lost_in_transport": 2})
     assert summary.explain() == (
-        "the node reports: received 8 of 10, processed 7, dropped 1 (latest-frame mode: replaced by a newer frame "
-        "while busy), rejected 0, failed 0; 2 never reached it (the middleware counted 2 as lost): best-effort "
-        "input drops frames under load, --param image_qos.reliability:=reliable makes the transport resend them")
+        f"the node reports: received 8 of 10, processed 7, dropped 1 {BUSY}, rejected 0, failed 0; 2 never "
+        f"reached it (the middleware counted 2 as lost): best-effort input drops frames under load, "
+        f"--param image_qos.reliability:=reliable makes the transport resend them")
     assert replay_module.ReplaySummary(Path("rec"), "timed", 10, 10, 0, 1.0, {}).explain() == ""
     assert "no /diagnostics" in replay_module.ReplaySummary(Path("rec"), "timed", 10, 9, 1, 1.0, {}).explain()
