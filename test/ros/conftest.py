@@ -48,6 +48,34 @@ def wait_for(predicate, timeout, what):
         time.sleep(0.01)
 
 
+def call_service(client, request, timeout=30.0, attempts=3):
+    """The service's answer to ``request``, asked up to ``attempts`` times: the first request after
+    wait_for_service can go unanswered while the server's reply writer is still matching this client's reader
+    (a discovery race seen on 2 cores). Only for requests that are safe to repeat (get/set parameters,
+    get_state, a refused transition); a transition itself goes through a client primed with ``prime_service``
+    and ``attempts=1``, since a retried transition would be refused after a lost reply of one that happened."""
+    for attempt in range(attempts):
+        future = client.call_async(request)
+        try:
+            wait_for(future.done, timeout, f"an answer from {client.srv_name}")
+        except AssertionError:
+            client.remove_pending_request(future)
+            if attempt == attempts - 1:
+                raise
+            continue
+        return future.result()
+
+
+def prime_lifecycle_client(change_client, timeout=30.0):
+    """Wait until ``change_client`` (a ChangeState client) gets answers, by asking for a transition that does
+    not exist (refused, harmless), so that the real transitions that follow are not lost to the discovery race."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+    response = call_service(change_client, ChangeState.Request(transition=Transition(label="no_such_transition")),
+                            timeout=timeout)
+    assert not response.success, "a transition that does not exist was accepted"
+
+
 def publish_until_answered(publisher, msg, outputs, attempts=3, timeout=45):
     """Publish ``msg`` until an output with its header arrives in ``outputs`` (a Probe.collect list): the first
     frames may race the reliable match. True when answered; the caller asserts, with the node's log."""

@@ -16,7 +16,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
-from conftest import (LATCHED, TINY_CONFIG, NodeProcess, image_msg, test_image, wait_for,
+from conftest import (LATCHED, TINY_CONFIG, NodeProcess, call_service, image_msg, test_image, wait_for,
                       wait_until_subscribed)
 from semseg_ros.image_codec import image_msg_to_numpy
 
@@ -113,9 +113,8 @@ def _set_parameter(probe, name, value):
         assert client.wait_for_service(timeout_sec=30)
         request = SetParameters.Request(parameters=[Parameter(name=name, value=ParameterValue(
             type=ParameterType.PARAMETER_DOUBLE, double_value=value))])
-        future = client.call_async(request)
-        wait_for(future.done, 30, "set_parameters answer")
-        assert future.result().results[0].successful, future.result().results[0].reason
+        result = call_service(client, request).results[0]
+        assert result.successful, result.reason
     finally:
         probe.node.destroy_client(client)
 
@@ -152,16 +151,14 @@ def test_class_ids_decode_through_label_info_and_names_on_request(probe, node):
     assert client.wait_for_service(timeout_sec=30)
     request = SetParameters.Request(parameters=[Parameter(name="class_id_format", value=ParameterValue(
         type=ParameterType.PARAMETER_STRING, string_value="name"))])
-    future = client.call_async(request)
-    wait_for(future.done, 30, "set_parameters answer")
-    assert future.result().results[0].successful, future.result().results[0].reason
+    result = call_service(client, request).results[0]
+    assert result.successful, result.reason
     try:
         by_name, _ = _send_and_wait(probe, node, image_msg(rgb, _stamp(probe)))
         assert [d.results[0].hypothesis.class_id for d in by_name.detections] == [names_by_id[int(i)] for i in ids]
     finally:
         request.parameters[0].value.string_value = "id"
-        future = client.call_async(request)
-        wait_for(future.done, 30, "set_parameters answer")
+        call_service(client, request)
         probe.node.destroy_client(client)
 
 

@@ -9,8 +9,8 @@ from rclpy.parameter import Parameter
 
 from vision_msgs.msg import Detection2DArray
 
-from conftest import (REPO, TINY_CONFIG, image_msg, publish_until_answered, test_image, wait_for,
-                      wait_until_subscribed)
+from conftest import (REPO, TINY_CONFIG, call_service, image_msg, prime_lifecycle_client, publish_until_answered,
+                      test_image, wait_for, wait_until_subscribed)
 from semseg_ros.image_codec import image_msg_to_numpy
 from semseg_ros.node import Frame, PerceptionNode
 
@@ -75,16 +75,14 @@ def test_a_lifecycle_manager_drives_the_node(probe, start_node, tiny_weights):
     get = probe.node.create_client(GetState, f"/{name}/get_state")
     assert change.wait_for_service(timeout_sec=120) and get.wait_for_service(timeout_sec=10), node.log()[-2000:]
 
-    def call(client, request):
-        future = client.call_async(request)
-        wait_for(future.done, 120, f"{client.srv_name} answer")
-        return future.result()
+    prime_lifecycle_client(change)
 
     def state():
-        return call(get, GetState.Request()).current_state.label
+        return call_service(get, GetState.Request()).current_state.label
 
-    def transition(transition_id):
-        return call(change, ChangeState.Request(transition=Transition(id=transition_id))).success
+    def transition(transition_id):  # configure loads the model: up to 120 s on 2 shared cores
+        return call_service(change, ChangeState.Request(transition=Transition(id=transition_id)), timeout=120,
+                            attempts=1).success
 
     publisher = probe.publisher(topic)
     detections, _ = probe.collect(Detection2DArray, f"/{name}/detections")

@@ -15,7 +15,8 @@ from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
 from vision_msgs.msg import Detection2DArray
 
-from conftest import TINY_CONFIG, NodeProcess, image_msg, test_image, wait_for, wait_until_subscribed
+from conftest import (TINY_CONFIG, NodeProcess, call_service, image_msg, prime_lifecycle_client, test_image, wait_for,
+                      wait_until_subscribed)
 
 pytestmark = pytest.mark.ros
 
@@ -50,10 +51,8 @@ def node(probe, tiny_weights, tmp_path_factory):
     assert process.stop(signal.SIGINT) == 0, process.log()[-3000:]
 
 
-def _call(client, request):
-    future = client.call_async(request)
-    wait_for(future.done, 60, f"an answer from {client.srv_name}")
-    return future.result()
+def _call(client, request, attempts=3):
+    return call_service(client, request, timeout=30, attempts=attempts)
 
 
 def _set(node, name, value, type_=None):
@@ -162,8 +161,9 @@ def test_process_every_frame_change_is_reported_until_the_next_activate(probe, n
     assert "process_every_frame = True takes effect at the next activate" in node["process"].log()
     change = probe.node.create_client(ChangeState, f"{OUT}/change_state")
     assert change.wait_for_service(timeout_sec=30)
+    prime_lifecycle_client(change)
     for label in ("deactivate", "activate"):
-        response = _call(change, ChangeState.Request(transition=Transition(label=label)))
+        response = _call(change, ChangeState.Request(transition=Transition(label=label)), attempts=1)
         assert response.success, label
     wait_for(lambda: _status(probe, node)["mode"] == "every_frame", 30, "every-frame mode after activate")
     assert _status(probe, node)["restart_pending"] == ""

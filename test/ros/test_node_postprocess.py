@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, NodeProcess, image_msg, wait_for, wait_until_subscribed
+from conftest import REPO, NodeProcess, call_service, image_msg, wait_for, wait_until_subscribed
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from sensor_msgs.msg import Image
@@ -75,9 +75,8 @@ def test_runtime_changes_work_both_ways(probe, tmp_path):
             if changes:
                 request = SetParameters.Request(parameters=[Parameter(name=k, value=_value(v))
                                                             for k, v in changes.items()])
-                future = client.call_async(request)
-                wait_for(future.done, TIMEOUT, f"set_parameters {changes}")
-                assert all(r.successful for r in future.result().results), future.result()
+                response = call_service(client, request, timeout=TIMEOUT)
+                assert all(r.successful for r in response.results), response
                 current.update(changes)
             second[0] += 1
             msg = image_msg(rgb, probe.now(), frame_id="cam")

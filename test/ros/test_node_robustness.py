@@ -24,7 +24,8 @@ from lifecycle_msgs.srv import ChangeState, GetState
 from sensor_msgs.msg import CameraInfo, Image
 from vision_msgs.msg import Detection2DArray, Detection3DArray
 
-from conftest import TINY_CONFIG, NodeProcess, image_msg, test_image, wait_for, wait_until_subscribed
+from conftest import (TINY_CONFIG, NodeProcess, call_service, image_msg, prime_lifecycle_client, test_image, wait_for,
+                      wait_until_subscribed)
 from semseg_ros.image_codec import numpy_to_image_msg
 from semseg_ros.node import PerceptionNode, _spin
 
@@ -333,19 +334,18 @@ def test_lifecycle_services_by_id_and_by_label_never_stop_the_node(probe, node):
     get = probe.node.create_client(GetState, f"{OUT}/get_state")
     assert change.wait_for_service(timeout_sec=60) and get.wait_for_service(timeout_sec=10)
 
-    def call(client, request):
-        future = client.call_async(request)
-        wait_for(future.done, 60, f"an answer from {client.srv_name}")
-        return future.result()
+    prime_lifecycle_client(change)
 
     def by_id(transition_id):
-        return call(change, ChangeState.Request(transition=Transition(id=transition_id))).success
+        return call_service(change, ChangeState.Request(transition=Transition(id=transition_id)), timeout=60,
+                            attempts=1).success
 
     def by_label(label):
-        return call(change, ChangeState.Request(transition=Transition(label=label))).success
+        return call_service(change, ChangeState.Request(transition=Transition(label=label)), timeout=60,
+                            attempts=1).success
 
     def state():
-        return call(get, GetState.Request()).current_state.label
+        return call_service(get, GetState.Request()).current_state.label
 
     assert state() == "active"
     invalid_when_active = [Transition.TRANSITION_ACTIVATE, Transition.TRANSITION_CONFIGURE,
