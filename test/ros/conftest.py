@@ -52,7 +52,7 @@ def call_service(client, request, timeout=30.0, attempts=3):
     """The service's answer to ``request``, asked up to ``attempts`` times: the first request after
     wait_for_service can go unanswered while the server's reply writer is still matching this client's reader
     (a discovery race seen on 2 cores). Only for requests that are safe to repeat (get/set parameters,
-    get_state, a refused transition); a transition itself goes through a client primed with ``prime_service``
+    get_state, a refused transition); a transition itself goes through a client primed by ``prime_lifecycle_client``
     and ``attempts=1``, since a retried transition would be refused after a lost reply of one that happened."""
     for attempt in range(attempts):
         future = client.call_async(request)
