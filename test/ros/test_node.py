@@ -237,8 +237,8 @@ def test_every_frame_queue_full_drops_are_counted_and_the_node_recovers(probe, t
     (400 ms of stream, half the burst): the executor never waits for the model, so the history never overflows
     unseen (before, it waited while the queue was full and the history dropped frames that no counter saw; a
     shorter history also overflowed when the 2-core machine held the executor thread off for 200 ms). Every
-    frame is taken; what the full queue refuses is counted, in frames_dropped and frames_dropped_queue_full; what is processed
-    comes out in order."""
+    frame is taken; what the full queue refuses is counted, in frames_dropped and frames_dropped_queue_full;
+    what is processed comes out in order."""
     name = "backpressure_under_test"
     topic = "/backpressure_test/image"
     frames = 40
